@@ -1,0 +1,13 @@
+//! watertight: composable `tower` layers for failure-first Rust services.
+//!
+//! This facade re-exports the member crates behind features of the same
+//! names.
+//!
+//! # Feature flags
+//!
+//! - `core` (default): [`core`], the shared vocabulary.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "core")]
+#[doc(inline)]
+pub use watertight_core as core;
