@@ -32,5 +32,10 @@ impl<Req> Service<Req> for NoOp {
 /// A current-thread runtime for driving services inside `b.iter`, built once
 /// outside the measured loop.
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime")
 }
+
+pub mod stacks;
