@@ -38,4 +38,5 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+pub mod comparison;
 pub mod stacks;
