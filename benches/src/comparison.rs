@@ -7,17 +7,20 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use plotters::prelude::*;
 use watertight_testkit::scenario::{run, Comparison, Scenario, ScenarioResult, Stack, Topology};
 use watertight_testkit::Report;
 
+/// Runs one scenario on a topology with a seed.
+type RunFn = Box<dyn Fn(&Scenario, &Topology, u64) -> Report + Send + Sync>;
+
 /// A stack in the comparison, type-erased.
 pub struct Entry {
     name: String,
-    run: Box<dyn Fn(&Scenario, &Topology, u64) -> Report + Send + Sync>,
+    run: RunFn,
 }
 
 impl std::fmt::Debug for Entry {
@@ -70,7 +73,7 @@ pub fn compare(
                 let row = ScenarioResult::new(scenario.kind, &stacks[k].name, &report);
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                 progress(n, jobs.len(), &row);
-                rows.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(row);
+                rows.lock()[i] = Some(row);
             });
         }
     });
