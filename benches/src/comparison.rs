@@ -77,12 +77,7 @@ pub fn compare(
             });
         }
     });
-    let results = rows
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .into_iter()
-        .flatten()
-        .collect();
+    let results = rows.into_inner().into_iter().flatten().collect();
     Comparison { seed, results }
 }
 
