@@ -190,7 +190,9 @@ pub struct Backend {
 }
 
 impl Backend {
-    pub(crate) fn new(
+    /// A backend error of a source of kind `source_kind` (`file`, `dns`,
+    /// `etcd`, or a custom source's) reading `target`, failing with `error`.
+    pub fn new(
         source_kind: &'static str,
         target: impl Into<String>,
         error: impl Into<BoxError>,

@@ -40,7 +40,8 @@
 //! | `watertight_discovery_backend_errors_total` | counter | error items from the source |
 //! | `watertight_discovery_staleness_seconds` | gauge | how long the set has gone unconfirmed |
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future as _;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -207,6 +208,7 @@ impl Guard {
                 applied: Set::new(),
                 batch_deadline: None,
                 hold: None,
+                missing: BTreeMap::new(),
                 last_ok: Instant::now(),
                 stale: false,
                 metrics,
@@ -435,6 +437,9 @@ struct State {
     /// When the pending batch applies, if changes are pending.
     batch_deadline: Option<Instant>,
     hold: Option<Hold>,
+    /// Since when each served endpoint has been missing from the source,
+    /// while a removal is held.
+    missing: BTreeMap<EndpointId, Instant>,
     last_ok: Instant,
     stale: bool,
     metrics: Metrics,
@@ -450,6 +455,11 @@ impl State {
 
     fn on_change(&mut self, change: Change, now: Instant) {
         set::apply(&mut self.upstream, change);
+        // A held endpoint that comes back, even for a moment, starts over.
+        if !self.missing.is_empty() {
+            let upstream = &self.upstream;
+            self.missing.retain(|id, _| !upstream.contains_key(id));
+        }
         if self.batch_deadline.is_none() {
             self.batch_deadline = Some(now + self.config.debounce);
         }
@@ -489,60 +499,104 @@ impl State {
         });
     }
 
-    /// Applies the pending batch, holding removals if there are too many.
-    fn process(&mut self, now: Instant, out: &mut VecDeque<Result<Change, Error>>) {
-        self.batch_deadline = None;
-        let (upserts, removals) = set::diff(&self.applied, &self.upstream);
-        let too_many = !removals.is_empty()
+    /// Whether removing `n` of `served` endpoints at once needs
+    /// confirmation.
+    fn exceeds(&self, n: usize, served: usize) -> bool {
+        n > 0
             && !self.config.confirm_after.is_zero()
-            && removals.len() as f64 > self.config.max_removal_ratio * self.applied.len() as f64;
-        if too_many {
-            let added = upserts.len();
-            self.publish(upserts, Vec::new(), out);
-            if added > 0 {
+            && n as f64 > self.config.max_removal_ratio * served as f64
+    }
+
+    /// Brings the served set towards the source's: at the end of a batch and
+    /// when a hold's time is up.
+    ///
+    /// Additions and updates apply at once. Removals apply at once when they
+    /// are few enough; otherwise each waits until it has been missing from
+    /// the source for `confirm_after`, and what is left is judged again
+    /// against the set that remains.
+    fn settle(&mut self, now: Instant, out: &mut VecDeque<Result<Change, Error>>) {
+        let (upserts, removals) = set::diff(&self.applied, &self.upstream);
+        self.missing.retain(|id, _| removals.contains(id));
+        for id in &removals {
+            self.missing.entry(id.clone()).or_insert(now);
+        }
+        let was_held = self.hold.is_some();
+        // Judged against the set served before this batch's additions: a
+        // wholesale replacement is held like a wholesale removal.
+        let mut served = self.applied.len();
+        let inserted = upserts.len();
+        self.publish(upserts, Vec::new(), out);
+
+        let mut removed = 0;
+        let mut confirmed = 0;
+        let mut left = removals;
+        if self.exceeds(left.len(), served) {
+            let confirm_after = self.config.confirm_after;
+            let (old, young): (Vec<_>, Vec<_>) = left
+                .into_iter()
+                .partition(|id| now.saturating_duration_since(self.missing[id]) >= confirm_after);
+            confirmed = old.len();
+            removed += old.len();
+            served -= old.len();
+            self.publish(Vec::new(), old, out);
+            left = young;
+        }
+        if self.exceeds(left.len(), served) {
+            let confirm_at = left
+                .iter()
+                .map(|id| self.missing[id] + self.config.confirm_after)
+                .min()
+                .unwrap_or(now);
+            self.shared.held.store(left.len(), Ordering::Relaxed);
+            if inserted > 0 || removed > 0 {
                 self.emit(Event::Applied {
-                    inserted: added,
-                    removed: 0,
+                    inserted,
+                    removed,
                     endpoints: self.applied.len(),
                 });
             }
-            self.shared.held.store(removals.len(), Ordering::Relaxed);
-            if self.hold.is_none() {
-                let confirm_at = now + self.config.confirm_after;
-                self.hold = Some(Hold { confirm_at });
+            let starts = self.hold.replace(Hold { confirm_at }).is_none();
+            if starts {
                 self.shared.updates_held.fetch_add(1, Ordering::Relaxed);
                 self.metrics.updates_held.increment(1);
                 tracing::warn!(
                     target: TARGET,
                     name = %self.config.name,
-                    removals = removals.len(),
+                    removals = left.len(),
                     endpoints = self.applied.len(),
                     confirm_after = ?self.config.confirm_after,
                     "self-preservation: holding a mass removal until it is confirmed"
                 );
                 self.emit(Event::Held {
-                    removals: removals.len(),
+                    removals: left.len(),
                     endpoints: self.applied.len(),
                     confirm_at,
                 });
             }
             return;
         }
-        let (inserted, removed) = (upserts.len(), removals.len());
-        self.publish(upserts, removals, out);
-        if self.hold.take().is_some() {
-            self.shared.held.store(0, Ordering::Relaxed);
-            tracing::info!(
-                target: TARGET,
-                name = %self.config.name,
-                removed,
-                endpoints = self.applied.len(),
-                "self-preservation: held removal reverted"
-            );
-            self.emit(Event::Released {
-                removed,
-                endpoints: self.applied.len(),
-            });
+        removed += left.len();
+        let reverted = was_held && confirmed == 0;
+        self.publish(Vec::new(), left, out);
+        self.hold = None;
+        self.missing.clear();
+        self.shared.held.store(0, Ordering::Relaxed);
+        if was_held {
+            let endpoints = self.applied.len();
+            if reverted {
+                tracing::info!(target: TARGET, name = %self.config.name, removed, endpoints, "self-preservation: held removal reverted");
+                self.emit(Event::Released { removed, endpoints });
+            } else {
+                tracing::warn!(target: TARGET, name = %self.config.name, removed, endpoints, "self-preservation: mass removal persisted; applied");
+                self.emit(Event::Confirmed { removed, endpoints });
+            }
+            if inserted > 0 {
+                self.emit(Event::Applied {
+                    inserted,
+                    removed: 0,
+                    endpoints,
+                });
+            }
         } else if inserted + removed > 0 {
             self.emit(Event::Applied {
                 inserted,
@@ -550,26 +604,6 @@ impl State {
                 endpoints: self.applied.len(),
             });
         }
-    }
-
-    /// The hold's time is up: whatever is still missing goes.
-    fn confirm(&mut self, out: &mut VecDeque<Result<Change, Error>>) {
-        self.hold = None;
-        self.shared.held.store(0, Ordering::Relaxed);
-        let (upserts, removals) = set::diff(&self.applied, &self.upstream);
-        let removed = removals.len();
-        self.publish(upserts, removals, out);
-        tracing::warn!(
-            target: TARGET,
-            name = %self.config.name,
-            removed,
-            endpoints = self.applied.len(),
-            "self-preservation: mass removal persisted; applied"
-        );
-        self.emit(Event::Confirmed {
-            removed,
-            endpoints: self.applied.len(),
-        });
     }
 
     fn publish(
@@ -665,8 +699,6 @@ fn poll_timer(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant, cx: &mut C
     sleep.as_mut().poll(cx).is_ready()
 }
 
-use std::future::Future as _;
-
 impl<St> Stream for Guarded<St>
 where
     St: Stream<Item = Result<Change, Error>>,
@@ -701,14 +733,15 @@ where
                     || *this.inner_done
                     || poll_timer(this.batch_timer, deadline, cx)
                 {
-                    this.state.process(Instant::now(), this.out);
+                    this.state.batch_deadline = None;
+                    this.state.settle(Instant::now(), this.out);
                     continue;
                 }
             }
             if let Some(hold) = &this.state.hold {
                 let confirm_at = hold.confirm_at;
                 if poll_timer(this.hold_timer, confirm_at, cx) {
-                    this.state.confirm(this.out);
+                    this.state.settle(Instant::now(), this.out);
                     continue;
                 }
             }
