@@ -2,6 +2,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod discover;
+#[cfg(feature = "dns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
+pub mod dns;
 pub mod error;
 mod ext;
 #[cfg(feature = "file")]
@@ -14,6 +17,8 @@ mod static_list;
 mod wire;
 
 pub use discover::ServiceDiscover;
+#[cfg(feature = "dns")]
+pub use dns::{Dns, DnsBuilder};
 pub use error::Error;
 pub use ext::SourceExt;
 #[cfg(feature = "file")]
