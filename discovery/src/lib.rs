@@ -6,6 +6,9 @@ mod discover;
 #[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
 pub mod dns;
 pub mod error;
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+pub mod etcd;
 mod ext;
 #[cfg(feature = "file")]
 #[cfg_attr(docsrs, doc(cfg(feature = "file")))]
@@ -20,6 +23,8 @@ pub use discover::ServiceDiscover;
 #[cfg(feature = "dns")]
 pub use dns::{Dns, DnsBuilder};
 pub use error::Error;
+#[cfg(feature = "etcd")]
+pub use etcd::{Etcd, EtcdBuilder, Registration, RegistrationBuilder};
 pub use ext::SourceExt;
 #[cfg(feature = "file")]
 pub use file::{File, FileBuilder, Format};

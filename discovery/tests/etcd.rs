@@ -1,1 +1,319 @@
-//! placeholder
+//! The etcd source and registration against a real etcd process the test
+//! starts on free loopback ports (see `support::etcd`).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use support::etcd::EtcdProcess;
+use support::{ep, next, next_change, reset_ids, until, WAIT};
+use tokio::time::Instant;
+use watertight_core::{Backoff, Change, Endpoint};
+use watertight_discovery::error::InvalidEntry;
+use watertight_discovery::etcd::etcd_client::{Client, CompactionOptions};
+use watertight_discovery::{Error, Etcd, Registration};
+
+const PREFIX: &str = "/services/api/";
+
+async fn put(client: &mut Client, e: &Endpoint) {
+    let value = serde_json::to_string(e).unwrap();
+    client
+        .put(format!("{PREFIX}{}", e.id), value, None)
+        .await
+        .unwrap();
+}
+
+async fn delete(client: &mut Client, e: &Endpoint) {
+    client
+        .delete(format!("{PREFIX}{}", e.id), None)
+        .await
+        .unwrap();
+}
+
+fn source(etcd: &EtcdProcess) -> Etcd {
+    Etcd::builder([etcd.endpoint()], PREFIX)
+        .reconnect_backoff(
+            Backoff::equal_jitter(Duration::from_millis(50), Duration::from_millis(500)).unwrap(),
+        )
+        .seed(1)
+        .build()
+        .unwrap()
+}
+
+/// The set a sequence of items describes, starting from `set`.
+fn fold(set: &mut BTreeMap<String, Endpoint>, items: &[Result<Change, Error>]) {
+    for item in items {
+        match item {
+            Ok(Change::Insert(e)) => {
+                set.insert(e.id.to_string(), e.clone());
+            }
+            Ok(Change::Remove(id)) => {
+                set.remove(id.as_str());
+            }
+            Ok(Change::Reset(list)) => {
+                *set = list.iter().map(|e| (e.id.to_string(), e.clone())).collect();
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn keys(set: &BTreeMap<String, Endpoint>) -> Vec<&str> {
+    set.keys().map(String::as_str).collect()
+}
+
+#[tokio::test]
+async fn the_initial_set_then_puts_and_deletes_arrive_as_changes() {
+    let etcd = EtcdProcess::start().await;
+    let mut client = etcd.client().await;
+    let (a, b, c) = (ep("10.0.0.1:80"), ep("10.0.0.2:80"), ep("10.0.0.3:80"));
+    put(&mut client, &a).await;
+    put(&mut client, &b.clone().with_label("version", "v1")).await;
+    // Outside the prefix: not ours.
+    client.put("/services/other/x", "{}", None).await.unwrap();
+
+    let mut source = source(&etcd);
+    let change = next(&mut source).await.unwrap();
+    assert_eq!(reset_ids(&change), ["10.0.0.1:80", "10.0.0.2:80"]);
+
+    put(&mut client, &c).await;
+    assert_eq!(next(&mut source).await.unwrap(), Change::Insert(c.clone()));
+    let b5 = b.clone().with_weight(5);
+    put(&mut client, &b5).await;
+    assert_eq!(next(&mut source).await.unwrap(), Change::Insert(b5));
+    delete(&mut client, &a).await;
+    assert_eq!(next(&mut source).await.unwrap(), Change::Remove(a.id.clone()));
+}
+
+#[tokio::test]
+async fn malformed_endpoint_json_is_skipped_with_an_error_naming_the_key() {
+    let etcd = EtcdProcess::start().await;
+    let mut client = etcd.client().await;
+    let a = ep("10.0.0.1:80");
+    put(&mut client, &a).await;
+    client
+        .put(format!("{PREFIX}broken"), "{not json", None)
+        .await
+        .unwrap();
+
+    let mut source = source(&etcd);
+    let seen = until(&mut source, |s| s.iter().any(|i| matches!(i, Ok(Change::Reset(_))))).await;
+    let invalid: Vec<&InvalidEntry> = seen
+        .iter()
+        .filter_map(|i| i.as_ref().err().and_then(Error::as_invalid_entry))
+        .collect();
+    assert_eq!(invalid.len(), 1, "{seen:?}");
+    assert_eq!(invalid[0].key(), "/services/api/broken");
+    let mut set = BTreeMap::new();
+    fold(&mut set, &seen);
+    assert_eq!(keys(&set), ["10.0.0.1:80"]);
+
+    // A bad value in the watch: an error naming key and field; the stream
+    // goes on.
+    client
+        .put(
+            format!("{PREFIX}zero"),
+            r#"{"addr":"10.0.0.9:80","weight":0}"#,
+            None,
+        )
+        .await
+        .unwrap();
+    let e = next(&mut source).await.unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("/services/api/zero") && text.contains("weight"), "{text}");
+    // A key that held a good endpoint keeps it when overwritten with garbage.
+    client
+        .put(format!("{PREFIX}{}", a.id), "[]", None)
+        .await
+        .unwrap();
+    let e = next(&mut source).await.unwrap_err();
+    assert_eq!(e.as_invalid_entry().unwrap().key(), "/services/api/10.0.0.1:80");
+    let c = ep("10.0.0.3:80");
+    put(&mut client, &c).await;
+    assert_eq!(next(&mut source).await.unwrap(), Change::Insert(c));
+}
+
+#[tokio::test]
+async fn killing_etcd_keeps_the_set_and_the_watch_resumes_after_restart() {
+    let mut etcd = EtcdProcess::start().await;
+    let mut client = etcd.client().await;
+    let (a, b, c) = (ep("10.0.0.1:80"), ep("10.0.0.2:80"), ep("10.0.0.3:80"));
+    put(&mut client, &a).await;
+    put(&mut client, &b).await;
+    let mut source = source(&etcd);
+    let mut set = BTreeMap::new();
+    fold(&mut set, &[next(&mut source).await]);
+    assert_eq!(keys(&set), ["10.0.0.1:80", "10.0.0.2:80"]);
+
+    etcd.kill();
+    // Errors, and nothing but errors: no endpoint removed.
+    let outage = until(&mut source, |s| s.iter().filter(|i| i.is_err()).count() >= 3).await;
+    assert!(outage.iter().all(|i| i.is_err()), "{outage:?}");
+    let e = outage[0].as_ref().unwrap_err();
+    assert_eq!(e.as_backend().expect("a backend error").source_kind(), "etcd");
+
+    // While the source is cut off (it is not polled), the registry changes.
+    etcd.restart().await;
+    let mut client = etcd.client().await;
+    put(&mut client, &c).await;
+    delete(&mut client, &a).await;
+
+    // The watch resumes from the last revision it saw: both changes arrive
+    // as the events they were, after the re-announced set.
+    let seen = until(&mut source, |s| {
+        s.iter().any(|i| matches!(i, Ok(Change::Remove(id)) if *id == a.id))
+    })
+    .await;
+    let changes: Vec<&Change> = seen.iter().filter_map(|i| i.as_ref().ok()).collect();
+    assert!(
+        changes.contains(&&Change::Insert(c.clone())),
+        "the insert made while cut off arrives as an event: {changes:?}"
+    );
+    fold(&mut set, &seen);
+    assert_eq!(keys(&set), ["10.0.0.2:80", "10.0.0.3:80"]);
+    assert!(
+        !changes
+            .iter()
+            .any(|c| matches!(c, Change::Reset(l) if l.iter().any(|e| e.id.as_str() == "10.0.0.3:80"))),
+        "resumed, not re-read: {changes:?}"
+    );
+}
+
+#[tokio::test]
+async fn compaction_forces_a_resync_that_ends_in_the_right_set() {
+    let mut etcd = EtcdProcess::start().await;
+    let mut client = etcd.client().await;
+    let (a, b, c, d) = (
+        ep("10.0.0.1:80"),
+        ep("10.0.0.2:80"),
+        ep("10.0.0.3:80"),
+        ep("10.0.0.4:80"),
+    );
+    put(&mut client, &a).await;
+    put(&mut client, &b).await;
+    let mut source = source(&etcd);
+    let mut set = BTreeMap::new();
+    fold(&mut set, &[next(&mut source).await]);
+
+    etcd.kill();
+    until(&mut source, |s| s.iter().any(|i| i.is_err())).await;
+
+    // Changes the source misses, then history compacted past them.
+    etcd.restart().await;
+    let mut client = etcd.client().await;
+    put(&mut client, &c).await;
+    delete(&mut client, &a).await;
+    put(&mut client, &d).await;
+    delete(&mut client, &d).await;
+    let revision = client
+        .get("x", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    client
+        .compact(revision, Some(CompactionOptions::new().with_physical()))
+        .await
+        .unwrap();
+
+    let seen = until(&mut source, |s| {
+        s.iter()
+            .any(|i| matches!(i, Ok(Change::Reset(l)) if l.iter().any(|e| e.id == c.id)))
+    })
+    .await;
+    fold(&mut set, &seen);
+    assert_eq!(keys(&set), ["10.0.0.2:80", "10.0.0.3:80"]);
+
+    // And the new watch carries on.
+    put(&mut client, &d).await;
+    assert_eq!(next_change(&mut source).await, Change::Insert(d));
+}
+
+#[tokio::test]
+async fn registrations_appear_and_an_expired_lease_removes_its_endpoint_within_ttl_plus_1s() {
+    let ttl = Duration::from_secs(2);
+    let etcd = EtcdProcess::start().await;
+    let mut source = source(&etcd);
+    let mut set = BTreeMap::new();
+    fold(&mut set, &[next(&mut source).await]);
+    assert!(set.is_empty());
+
+    let one = ep("10.0.1.1:80").with_label("instance", "one");
+    let two = ep("10.0.1.2:80").with_label("instance", "two");
+    let r1 = Registration::builder([etcd.endpoint()], PREFIX, one.clone())
+        .ttl(ttl)
+        .register()
+        .await
+        .unwrap();
+    let r2 = Registration::builder([etcd.endpoint()], PREFIX, two.clone())
+        .ttl(ttl)
+        .register()
+        .await
+        .unwrap();
+    assert_eq!(r1.key(), "/services/api/10.0.1.1:80");
+    let seen = until(&mut source, |s| s.len() >= 2).await;
+    assert_eq!(
+        seen.iter().map(|i| i.as_ref().unwrap().clone()).collect::<Vec<_>>(),
+        [Change::Insert(one.clone()), Change::Insert(two.clone())]
+    );
+    assert!(r1.is_registered() && r2.is_registered());
+
+    // The first instance dies without deregistering: its keep-alives stop.
+    let died = Instant::now();
+    drop(r1);
+    let removed = tokio::time::timeout(ttl + Duration::from_secs(1), next(&mut source))
+        .await
+        .unwrap_or_else(|_| panic!("not removed within the {ttl:?} TTL + 1 s"));
+    let detected = died.elapsed();
+    assert_eq!(removed.unwrap(), Change::Remove(one.id.clone()));
+    eprintln!("lease expiry removed the dead instance {detected:?} after its keep-alives stopped (TTL {ttl:?})");
+
+    // The live one outlives its TTL on keep-alives, then leaves at once on
+    // graceful shutdown.
+    assert!(
+        tokio::time::timeout(ttl * 2, next(&mut source)).await.is_err(),
+        "nothing else changes while the second instance keeps its lease alive"
+    );
+    assert!(r2.is_registered());
+    let left = Instant::now();
+    r2.deregister().await.unwrap();
+    assert_eq!(next(&mut source).await.unwrap(), Change::Remove(two.id.clone()));
+    eprintln!("deregistration seen {:?} after it was asked", left.elapsed());
+}
+
+#[tokio::test]
+async fn a_lost_lease_is_registered_again() {
+    let etcd = EtcdProcess::start().await;
+    let mut source = source(&etcd);
+    next(&mut source).await.unwrap();
+    let me = ep("10.0.2.1:80");
+    let r = Registration::builder([etcd.endpoint()], PREFIX, me.clone())
+        .ttl(Duration::from_secs(2))
+        .register()
+        .await
+        .unwrap();
+    assert_eq!(next(&mut source).await.unwrap(), Change::Insert(me.clone()));
+    let first = r.lease_id();
+
+    // Someone revokes the lease: the key goes, the keep-alive notices and
+    // registers again under a new lease.
+    let mut client = etcd.client().await;
+    client.lease_revoke(first).await.unwrap();
+    assert_eq!(next(&mut source).await.unwrap(), Change::Remove(me.id.clone()));
+    assert_eq!(next(&mut source).await.unwrap(), Change::Insert(me.clone()));
+    let deadline = Instant::now() + WAIT;
+    while r.lease_id() == first && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_ne!(r.lease_id(), first);
+}
+
+#[test]
+fn invalid_configuration_names_the_field() {
+    let e = Etcd::builder(Vec::<String>::new(), PREFIX).build().unwrap_err();
+    assert_eq!(e.field(), "endpoints");
+    let e = Etcd::builder(["http://127.0.0.1:1"], "").build().unwrap_err();
+    assert_eq!(e.field(), "prefix");
+}

@@ -1,0 +1,100 @@
+//! etcd: endpoints as JSON values under a key prefix, and self-registration.
+//!
+//! Each key under the prefix holds one endpoint in the wire form of the
+//! [file source](crate::file) (`{"addr": "10.0.0.1:8080", "locality":
+//! {"zone": "a"}, "weight": 50}`); the key names nothing by itself, the
+//! endpoint's id is its `id` field (default: its address). A
+//! [`Registration`] writes `<prefix><id>` under a lease.
+//!
+//! # The source
+//!
+//! [`Etcd`] follows the pattern of Kubernetes' reflectors and etcd's own
+//! `clientv3` watchers: a range read of the prefix gives the initial set and
+//! its revision; a watch from the next revision then gives every change, in
+//! order. When the connection fails, the source yields a [`Backend`] error,
+//! keeps its set, and reconnects after a `reconnect_backoff` delay (equal
+//! jitter from 100 ms to 10 s by default), resuming the watch from the
+//! revision after the last one it saw, so changes made meanwhile arrive as
+//! ordinary changes. Once the watch is back it yields a [`Change::Reset`] of
+//! the set it knows, so consumers know it is in sync again. If that revision
+//! has been compacted away, etcd cancels the watch with the compaction
+//! revision; the source then reads the whole prefix again and yields a
+//! `Reset` of the new set.
+//!
+//! A value that is not a valid endpoint yields an [`InvalidEntry`] error
+//! naming the key and is skipped: the key keeps the last valid endpoint it
+//! held, if any, until it is deleted or fixed.
+//!
+//! # Registration
+//!
+//! [`Registration::register`] grants a lease of `ttl` (default 10 s), writes
+//! this instance's endpoint under it, and keeps the lease alive every third
+//! of its TTL from a background task. [`Registration::deregister`] revokes
+//! the lease, which deletes the key at once: do it on graceful shutdown.
+//! If the process dies, or the `Registration` is dropped without
+//! deregistering, keep-alives stop and etcd deletes the key when the lease
+//! expires, within the TTL. If etcd reports the lease gone (it expired while
+//! the instance was cut off, or someone revoked it), the task grants a new
+//! lease and registers again.
+//!
+//! # Building
+//!
+//! etcd-client compiles etcd's protobuf definitions, so building with
+//! feature `etcd` needs `protoc` (Debian package `protobuf-compiler`).
+//!
+//! [`Backend`]: crate::error::Backend
+//! [`InvalidEntry`]: crate::error::InvalidEntry
+//! [`Change::Reset`]: watertight_core::Change::Reset
+
+mod registration;
+mod source;
+
+pub use etcd_client;
+pub use registration::{Registration, RegistrationBuilder};
+pub use source::{Etcd, EtcdBuilder};
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions};
+
+use crate::wire::WireEndpoint;
+use watertight_core::Endpoint;
+
+/// Connection options used when none are given: TCP and HTTP/2 keep-alive,
+/// so a peer that vanishes without closing the connection is noticed.
+fn default_options() -> ConnectOptions {
+    ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+        .with_tcp_keepalive(Duration::from_secs(30))
+}
+
+async fn connect(
+    endpoints: &[String],
+    options: &Option<ConnectOptions>,
+) -> Result<Client, etcd_client::Error> {
+    let options = options.clone().unwrap_or_else(default_options);
+    Client::connect(endpoints, Some(options)).await
+}
+
+/// Decodes a value as an endpoint; the error names the line, column and
+/// field.
+fn decode(value: &[u8]) -> Result<Endpoint, String> {
+    let mut de = serde_json::Deserializer::from_slice(value);
+    let wire: WireEndpoint = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            inner.to_string()
+        } else {
+            format!("field `{path}`: {inner}")
+        }
+    })?;
+    de.end().map_err(|e| e.to_string())?;
+    Ok(wire.0)
+}
+
+/// The JSON value of an endpoint.
+fn encode(e: &Endpoint) -> String {
+    serde_json::to_string(e).expect("an endpoint serializes")
+}
