@@ -65,8 +65,9 @@ use rand::{Rng, SeedableRng};
 use watertight_core::backoff::Sequence;
 use watertight_core::{Address, Backoff, Change, Endpoint, Locality};
 
+use crate::driver::{self, BoxSource, Driver};
 use crate::error::{Backend, ConfigError};
-use crate::set::{self, BoxSource, Driver, Set};
+use crate::set::{self, Set};
 use crate::Error;
 
 pub use hickory_resolver;
@@ -247,7 +248,9 @@ impl DnsBuilder {
             Some(seed) => SmallRng::seed_from_u64(seed),
             None => SmallRng::from_rng(&mut rand::rng()),
         };
-        let retries = self.error_backoff.sequence_with_rng(SmallRng::from_rng(&mut rng));
+        let retries = self
+            .error_backoff
+            .sequence_with_rng(SmallRng::from_rng(&mut rng));
         let query = self.query.clone();
         let driver = DnsDriver {
             owns_resolver: self.resolver.is_none(),
@@ -269,7 +272,7 @@ impl DnsBuilder {
         };
         Ok(Dns {
             query,
-            inner: set::drive(driver),
+            inner: driver::drive(driver),
         })
     }
 }

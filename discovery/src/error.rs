@@ -254,7 +254,11 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid discovery configuration: `{}` {}", self.field, self.reason)
+        write!(
+            f,
+            "invalid discovery configuration: `{}` {}",
+            self.field, self.reason
+        )
     }
 }
 

@@ -51,8 +51,9 @@ use serde::de;
 use tokio::sync::mpsc;
 use watertight_core::{Change, Endpoint};
 
+use crate::driver::{self, BoxSource, Driver};
 use crate::error::{Backend, ConfigError, InvalidFile};
-use crate::set::{self, BoxSource, Driver, Set};
+use crate::set::{self, Set};
 use crate::wire::WireEndpoint;
 use crate::Error;
 
@@ -107,7 +108,12 @@ impl Format {
                     invalid(Some(inner.line()), Some(inner.column()), field, message)
                 })?;
                 de.end().map_err(|e| {
-                    invalid(Some(e.line()), Some(e.column()), None, strip_json_position(&e))
+                    invalid(
+                        Some(e.line()),
+                        Some(e.column()),
+                        None,
+                        strip_json_position(&e),
+                    )
                 })?;
                 Ok(doc.0)
             }
@@ -143,9 +149,7 @@ impl Format {
 
 /// The path to the failing value, or `None` at the root.
 fn path_of(path: &serde_path_to_error::Path) -> Option<String> {
-    if path.iter().next().is_none() {
-        return None;
-    }
+    path.iter().next()?;
     let s = path.to_string();
     // A root-level list is written `[2]`; the crate renders it `?[2]`.
     Some(s.trim_start_matches(['?', '.']).to_owned())
@@ -287,7 +291,10 @@ impl FileBuilder {
             }
         };
         if self.rescan_interval.is_zero() {
-            return Err(ConfigError::new("rescan_interval", "must be greater than zero"));
+            return Err(ConfigError::new(
+                "rescan_interval",
+                "must be greater than zero",
+            ));
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let driver = FileDriver {
@@ -307,7 +314,7 @@ impl FileBuilder {
         Ok(File {
             path: driver.path.clone(),
             format,
-            inner: set::drive(driver),
+            inner: driver::drive(driver),
         })
     }
 }
@@ -493,7 +500,12 @@ impl FileDriver {
             Err(e) => {
                 self.failing = true;
                 tracing::warn!(target: TARGET, path = %self.path.display(), error = %e, "cannot read the endpoints file; keeping the last good set");
-                return Some(Err(Backend::new("file", self.path.display().to_string(), e).into()));
+                return Some(Err(Backend::new(
+                    "file",
+                    self.path.display().to_string(),
+                    e,
+                )
+                .into()));
             }
         };
         let parsed = match std::str::from_utf8(&bytes) {
@@ -588,7 +600,9 @@ priority = 1
         assert_eq!(Format::Toml.parse(p, toml).unwrap(), a);
         assert_eq!(Format::Yaml.parse(p, yaml).unwrap(), a);
         assert_eq!(
-            Format::Yaml.parse(p, &format!("endpoints:\n{yaml}")).unwrap(),
+            Format::Yaml
+                .parse(p, &format!("endpoints:\n{yaml}"))
+                .unwrap(),
             a
         );
     }
@@ -603,7 +617,10 @@ priority = 1
         assert_eq!(e.line(), Some(3), "{e}");
         assert!(e.to_string().contains("must be at least 1"), "{e}");
 
-        let e = err(Format::Json, "{\"endpoints\": [{\"addr\": \"x:1\", \"wieght\": 3}]}");
+        let e = err(
+            Format::Json,
+            "{\"endpoints\": [{\"addr\": \"x:1\", \"wieght\": 3}]}",
+        );
         assert_eq!(e.field(), Some("endpoints[0].wieght"), "{e}");
         let e = err(Format::Json, "[{\"weight\": 3}]");
         assert_eq!(e.field(), Some("[0].addr"), "{e}");
@@ -621,7 +638,10 @@ priority = 1
         );
         assert_eq!(e.field(), Some("endpoints[1].addr"), "{e}");
         assert_eq!((e.line(), e.column()), (Some(5), Some(8)), "{e}");
-        let e = err(Format::Toml, "[[endpoints]]\naddr = \"10.0.0.1:80\"\nweight = -1\n");
+        let e = err(
+            Format::Toml,
+            "[[endpoints]]\naddr = \"10.0.0.1:80\"\nweight = -1\n",
+        );
         assert_eq!(e.field(), Some("endpoints[0].weight"), "{e}");
         assert_eq!(e.line(), Some(3), "{e}");
         let e = err(

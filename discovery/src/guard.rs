@@ -41,8 +41,8 @@
 //! | `watertight_discovery_staleness_seconds` | gauge | how long the set has gone unconfirmed |
 
 use std::collections::{BTreeMap, VecDeque};
-use std::future::Future as _;
 use std::fmt;
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -410,10 +410,7 @@ impl Metrics {
                 &labels
             ),
             updates_held: metrics::counter!("watertight_discovery_updates_held_total", &labels),
-            backend_errors: metrics::counter!(
-                "watertight_discovery_backend_errors_total",
-                &labels
-            ),
+            backend_errors: metrics::counter!("watertight_discovery_backend_errors_total", &labels),
             staleness: metrics::gauge!("watertight_discovery_staleness_seconds", &labels),
         };
         m.endpoints.set(0.0);
@@ -686,7 +683,11 @@ impl<St> Guarded<St> {
 }
 
 /// Polls a lazily created timer set to `deadline`.
-fn poll_timer(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant, cx: &mut Context<'_>) -> bool {
+fn poll_timer(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    deadline: Instant,
+    cx: &mut Context<'_>,
+) -> bool {
     let sleep = match timer {
         Some(sleep) => {
             if sleep.deadline() != deadline {

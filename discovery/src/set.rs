@@ -1,13 +1,8 @@
 //! The endpoint set a stream of changes describes, and diffs between sets.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 
-use futures_core::Stream;
 use watertight_core::{Change, Endpoint, EndpointId};
-
-use crate::Error;
 
 /// Endpoints by id.
 pub(crate) type Set = BTreeMap<EndpointId, Endpoint>;
@@ -46,23 +41,6 @@ pub(crate) fn diff(old: &Set, new: &Set) -> (Vec<Endpoint>, Vec<EndpointId>) {
     (upserts, removals)
 }
 
-/// The boxed stream every source wraps.
-pub(crate) type BoxSource = Pin<Box<dyn Stream<Item = Result<Change, Error>> + Send>>;
-
-/// A source written as an async state machine: `next` produces the next item.
-pub(crate) trait Driver: Send + 'static {
-    fn next(&mut self) -> impl Future<Output = Result<Change, Error>> + Send + '_;
-}
-
-/// Turns a driver into a stream that never ends. Nothing runs until it is
-/// polled, and dropping it cancels whatever the driver was doing.
-pub(crate) fn drive<D: Driver>(driver: D) -> BoxSource {
-    Box::pin(futures_util::stream::unfold(driver, |mut d| async move {
-        let item = d.next().await;
-        Some((item, d))
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,7 +70,13 @@ mod tests {
         apply(&mut s, Change::Insert(ep("10.0.0.2:80")));
         apply(&mut s, Change::Remove("10.0.0.1:80".into()));
         assert_eq!(s.len(), 1);
-        apply(&mut s, Change::Reset(vec![ep("10.0.0.3:80"), ep("10.0.0.3:80")]));
-        assert_eq!(s.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["10.0.0.3:80"]);
+        apply(
+            &mut s,
+            Change::Reset(vec![ep("10.0.0.3:80"), ep("10.0.0.3:80")]),
+        );
+        assert_eq!(
+            s.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["10.0.0.3:80"]
+        );
     }
 }

@@ -20,6 +20,8 @@ use watertight_discovery::error::Backend;
 use watertight_discovery::{Error, Guard, ServiceDiscover, SourceExt, Static};
 
 type Tx = mpsc::UnboundedSender<Result<Change, Error>>;
+type Adapter =
+    ServiceDiscover<mpsc::UnboundedReceiver<Result<Change, Error>>, fn(&Endpoint) -> u32>;
 
 /// What the adapter yielded, as `+id/weight` and `-id`; the service is the
 /// weight it was built with.
@@ -44,12 +46,12 @@ fn weight_of(e: &Endpoint) -> u32 {
     e.weight
 }
 
-fn adapter() -> (
-    Tx,
-    ServiceDiscover<mpsc::UnboundedReceiver<Result<Change, Error>>, fn(&Endpoint) -> u32>,
-) {
+fn adapter() -> (Tx, Adapter) {
     let (tx, rx) = mpsc::unbounded();
-    (tx, ServiceDiscover::new(rx, weight_of as fn(&Endpoint) -> u32))
+    (
+        tx,
+        ServiceDiscover::new(rx, weight_of as fn(&Endpoint) -> u32),
+    )
 }
 
 #[test]
@@ -94,7 +96,8 @@ fn errors_are_dropped_unless_forwarded() {
     let (tx, d) = adapter();
     let mut d = d;
     tx.unbounded_send(Err(error())).unwrap();
-    tx.unbounded_send(Ok(Change::Insert(ep("10.0.0.1:80")))).unwrap();
+    tx.unbounded_send(Ok(Change::Insert(ep("10.0.0.1:80"))))
+        .unwrap();
     assert_eq!(drain(&mut d), [Ok("+10.0.0.1:80/100".into())]);
 
     let (tx, d) = adapter();

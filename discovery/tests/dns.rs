@@ -54,7 +54,15 @@ impl TestDns {
     fn serve(udp: UdpSocket, tcp: TcpListener) -> TestDns {
         let origin = name("svc.test.");
         let mut zone = Zone::empty(origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);
-        let soa = SOA::new(name("ns.svc.test."), name("admin.svc.test."), 1, 60, 60, 600, 1);
+        let soa = SOA::new(
+            name("ns.svc.test."),
+            name("admin.svc.test."),
+            1,
+            60,
+            60,
+            600,
+            1,
+        );
         zone.upsert_mut(Record::from_rdata(origin.clone(), 60, RData::SOA(soa)), 1);
         let zone = Arc::new(zone);
         let mut catalog = Catalog::new();
@@ -99,12 +107,15 @@ impl TestDns {
 #[tokio::test]
 async fn a_and_aaaa_records_become_endpoints_at_the_port() {
     let dns = TestDns::start().await;
-    dns.a("api.svc.test.", 30, &[[10, 0, 0, 1], [10, 0, 0, 2]]).await;
+    dns.a("api.svc.test.", 30, &[[10, 0, 0, 1], [10, 0, 0, 2]])
+        .await;
     dns.set(
         "api.svc.test.",
         RecordType::AAAA,
         30,
-        vec![RData::AAAA(AAAA(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1)))],
+        vec![RData::AAAA(AAAA(Ipv6Addr::new(
+            0xfd00, 0, 0, 0, 0, 0, 0, 1,
+        )))],
     )
     .await;
 
@@ -119,8 +130,12 @@ async fn a_and_aaaa_records_become_endpoints_at_the_port() {
         reset_ids(&change),
         ["10.0.0.1:8080", "10.0.0.2:8080", "[fd00::1]:8080"]
     );
-    let Change::Reset(list) = change else { unreachable!() };
-    assert!(list.iter().all(|e| e.locality.zone == "a" && e.labels["via"] == "dns"));
+    let Change::Reset(list) = change else {
+        unreachable!()
+    };
+    assert!(list
+        .iter()
+        .all(|e| e.locality.zone == "a" && e.labels["via"] == "dns"));
 }
 
 #[tokio::test]
@@ -145,7 +160,9 @@ async fn srv_records_become_endpoints_with_their_priority_weight_and_port() {
         .unwrap();
     let change = next(&mut source).await.unwrap();
     assert_eq!(reset_ids(&change), ["10.1.0.1:8080", "10.1.0.2:8081"]);
-    let Change::Reset(list) = change else { unreachable!() };
+    let Change::Reset(list) = change else {
+        unreachable!()
+    };
     let p1 = &list[0];
     assert_eq!((p1.priority, p1.weight), (0, 10));
     assert_eq!(p1.labels["srv_target"], "pod-1.api.svc.test");
@@ -181,10 +198,14 @@ async fn a_changed_record_is_picked_up_after_its_ttl() {
         .seed(7)
         .build()
         .unwrap();
-    assert_eq!(reset_ids(&next(&mut source).await.unwrap()), ["10.0.0.1:80"]);
+    assert_eq!(
+        reset_ids(&next(&mut source).await.unwrap()),
+        ["10.0.0.1:80"]
+    );
     let answered = Instant::now();
 
-    dns.a("api.svc.test.", ttl, &[[10, 0, 0, 1], [10, 0, 0, 3]]).await;
+    dns.a("api.svc.test.", ttl, &[[10, 0, 0, 1], [10, 0, 0, 3]])
+        .await;
     let change = next(&mut source).await.unwrap();
     let elapsed = answered.elapsed();
     assert_eq!(reset_ids(&change), ["10.0.0.1:80", "10.0.0.3:80"]);
@@ -196,7 +217,10 @@ async fn a_changed_record_is_picked_up_after_its_ttl() {
 
     // The record goes away: an empty set, not an error.
     dns.set("api.svc.test.", RecordType::A, ttl, vec![]).await;
-    assert_eq!(reset_ids(&next(&mut source).await.unwrap()), Vec::<String>::new());
+    assert_eq!(
+        reset_ids(&next(&mut source).await.unwrap()),
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test]
@@ -211,13 +235,20 @@ async fn max_refresh_bounds_a_long_ttl() {
         .unwrap();
     next(&mut source).await.unwrap();
     dns.a("api.svc.test.", 3600, &[[10, 0, 0, 2]]).await;
-    assert_eq!(reset_ids(&next(&mut source).await.unwrap()), ["10.0.0.2:80"]);
+    assert_eq!(
+        reset_ids(&next(&mut source).await.unwrap()),
+        ["10.0.0.2:80"]
+    );
 }
 
 #[tokio::test]
 async fn an_unreachable_server_is_a_backend_error_naming_the_query() {
     // A port nothing listens on.
-    let closed = UdpSocket::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let closed = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut source = Dns::srv("_http._tcp.api.svc.test.")
         .nameserver(closed)
         .timeout(Duration::from_millis(300))
@@ -240,7 +271,10 @@ async fn after_a_failure_the_same_answer_is_announced_again() {
         .error_backoff(Backoff::constant(Duration::from_millis(200)).unwrap())
         .build()
         .unwrap();
-    assert_eq!(reset_ids(&next(&mut source).await.unwrap()), ["10.0.0.1:80"]);
+    assert_eq!(
+        reset_ids(&next(&mut source).await.unwrap()),
+        ["10.0.0.1:80"]
+    );
 
     drop(dns);
     let e = next_error(&mut source).await;

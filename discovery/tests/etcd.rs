@@ -83,7 +83,10 @@ async fn the_initial_set_then_puts_and_deletes_arrive_as_changes() {
     put(&mut client, &b5).await;
     assert_eq!(next(&mut source).await.unwrap(), Change::Insert(b5));
     delete(&mut client, &a).await;
-    assert_eq!(next(&mut source).await.unwrap(), Change::Remove(a.id.clone()));
+    assert_eq!(
+        next(&mut source).await.unwrap(),
+        Change::Remove(a.id.clone())
+    );
 }
 
 #[tokio::test]
@@ -98,7 +101,10 @@ async fn malformed_endpoint_json_is_skipped_with_an_error_naming_the_key() {
         .unwrap();
 
     let mut source = source(&etcd);
-    let seen = until(&mut source, |s| s.iter().any(|i| matches!(i, Ok(Change::Reset(_))))).await;
+    let seen = until(&mut source, |s| {
+        s.iter().any(|i| matches!(i, Ok(Change::Reset(_))))
+    })
+    .await;
     let invalid: Vec<&InvalidEntry> = seen
         .iter()
         .filter_map(|i| i.as_ref().err().and_then(Error::as_invalid_entry))
@@ -121,14 +127,20 @@ async fn malformed_endpoint_json_is_skipped_with_an_error_naming_the_key() {
         .unwrap();
     let e = next(&mut source).await.unwrap_err();
     let text = e.to_string();
-    assert!(text.contains("/services/api/zero") && text.contains("weight"), "{text}");
+    assert!(
+        text.contains("/services/api/zero") && text.contains("weight"),
+        "{text}"
+    );
     // A key that held a good endpoint keeps it when overwritten with garbage.
     client
         .put(format!("{PREFIX}{}", a.id), "[]", None)
         .await
         .unwrap();
     let e = next(&mut source).await.unwrap_err();
-    assert_eq!(e.as_invalid_entry().unwrap().key(), "/services/api/10.0.0.1:80");
+    assert_eq!(
+        e.as_invalid_entry().unwrap().key(),
+        "/services/api/10.0.0.1:80"
+    );
     let c = ep("10.0.0.3:80");
     put(&mut client, &c).await;
     assert_eq!(next(&mut source).await.unwrap(), Change::Insert(c));
@@ -148,10 +160,16 @@ async fn killing_etcd_keeps_the_set_and_the_watch_resumes_after_restart() {
 
     etcd.kill();
     // Errors, and nothing but errors: no endpoint removed.
-    let outage = until(&mut source, |s| s.iter().filter(|i| i.is_err()).count() >= 3).await;
+    let outage = until(&mut source, |s| {
+        s.iter().filter(|i| i.is_err()).count() >= 3
+    })
+    .await;
     assert!(outage.iter().all(|i| i.is_err()), "{outage:?}");
     let e = outage[0].as_ref().unwrap_err();
-    assert_eq!(e.as_backend().expect("a backend error").source_kind(), "etcd");
+    assert_eq!(
+        e.as_backend().expect("a backend error").source_kind(),
+        "etcd"
+    );
 
     // While the source is cut off (it is not polled), the registry changes.
     etcd.restart().await;
@@ -162,7 +180,8 @@ async fn killing_etcd_keeps_the_set_and_the_watch_resumes_after_restart() {
     // The watch resumes from the last revision it saw: both changes arrive
     // as the events they were, after the re-announced set.
     let seen = until(&mut source, |s| {
-        s.iter().any(|i| matches!(i, Ok(Change::Remove(id)) if *id == a.id))
+        s.iter()
+            .any(|i| matches!(i, Ok(Change::Remove(id)) if *id == a.id))
     })
     .await;
     let changes: Vec<&Change> = seen.iter().filter_map(|i| i.as_ref().ok()).collect();
@@ -173,9 +192,9 @@ async fn killing_etcd_keeps_the_set_and_the_watch_resumes_after_restart() {
     fold(&mut set, &seen);
     assert_eq!(keys(&set), ["10.0.0.2:80", "10.0.0.3:80"]);
     assert!(
-        !changes
-            .iter()
-            .any(|c| matches!(c, Change::Reset(l) if l.iter().any(|e| e.id.as_str() == "10.0.0.3:80"))),
+        !changes.iter().any(
+            |c| matches!(c, Change::Reset(l) if l.iter().any(|e| e.id.as_str() == "10.0.0.3:80"))
+        ),
         "resumed, not re-read: {changes:?}"
     );
 }
@@ -255,7 +274,9 @@ async fn registrations_appear_and_an_expired_lease_removes_its_endpoint_within_t
     assert_eq!(r1.key(), "/services/api/10.0.1.1:80");
     let seen = until(&mut source, |s| s.len() >= 2).await;
     assert_eq!(
-        seen.iter().map(|i| i.as_ref().unwrap().clone()).collect::<Vec<_>>(),
+        seen.iter()
+            .map(|i| i.as_ref().unwrap().clone())
+            .collect::<Vec<_>>(),
         [Change::Insert(one.clone()), Change::Insert(two.clone())]
     );
     assert!(r1.is_registered() && r2.is_registered());
@@ -273,14 +294,22 @@ async fn registrations_appear_and_an_expired_lease_removes_its_endpoint_within_t
     // The live one outlives its TTL on keep-alives, then leaves at once on
     // graceful shutdown.
     assert!(
-        tokio::time::timeout(ttl * 2, next(&mut source)).await.is_err(),
+        tokio::time::timeout(ttl * 2, next(&mut source))
+            .await
+            .is_err(),
         "nothing else changes while the second instance keeps its lease alive"
     );
     assert!(r2.is_registered());
     let left = Instant::now();
     r2.deregister().await.unwrap();
-    assert_eq!(next(&mut source).await.unwrap(), Change::Remove(two.id.clone()));
-    eprintln!("deregistration seen {:?} after it was asked", left.elapsed());
+    assert_eq!(
+        next(&mut source).await.unwrap(),
+        Change::Remove(two.id.clone())
+    );
+    eprintln!(
+        "deregistration seen {:?} after it was asked",
+        left.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -301,7 +330,10 @@ async fn a_lost_lease_is_registered_again() {
     // registers again under a new lease.
     let mut client = etcd.client().await;
     client.lease_revoke(first).await.unwrap();
-    assert_eq!(next(&mut source).await.unwrap(), Change::Remove(me.id.clone()));
+    assert_eq!(
+        next(&mut source).await.unwrap(),
+        Change::Remove(me.id.clone())
+    );
     assert_eq!(next(&mut source).await.unwrap(), Change::Insert(me.clone()));
     let deadline = Instant::now() + WAIT;
     while r.lease_id() == first && Instant::now() < deadline {
@@ -312,8 +344,12 @@ async fn a_lost_lease_is_registered_again() {
 
 #[test]
 fn invalid_configuration_names_the_field() {
-    let e = Etcd::builder(Vec::<String>::new(), PREFIX).build().unwrap_err();
+    let e = Etcd::builder(Vec::<String>::new(), PREFIX)
+        .build()
+        .unwrap_err();
     assert_eq!(e.field(), "endpoints");
-    let e = Etcd::builder(["http://127.0.0.1:1"], "").build().unwrap_err();
+    let e = Etcd::builder(["http://127.0.0.1:1"], "")
+        .build()
+        .unwrap_err();
     assert_eq!(e.field(), "prefix");
 }

@@ -44,8 +44,13 @@ async fn a_file_created_after_start_is_loaded() {
     write(&path, TWO);
     let change = next_change(&mut source).await;
     assert_eq!(reset_ids(&change), ["10.0.0.1:80", "10.0.0.2:80"]);
-    let Change::Reset(list) = change else { unreachable!() };
-    let v2 = list.iter().find(|e| e.id.as_str() == "10.0.0.2:80").unwrap();
+    let Change::Reset(list) = change else {
+        unreachable!()
+    };
+    let v2 = list
+        .iter()
+        .find(|e| e.id.as_str() == "10.0.0.2:80")
+        .unwrap();
     assert_eq!(v2.locality.zone, "b");
     assert_eq!(v2.labels["version"], "v2");
 }
@@ -56,7 +61,10 @@ async fn edits_are_reloaded() {
     let path = dir.path().join("endpoints.json");
     write(&path, TWO);
     let mut source = File::new(&path).unwrap();
-    assert_eq!(reset_ids(&next(&mut source).await.unwrap()), ["10.0.0.1:80", "10.0.0.2:80"]);
+    assert_eq!(
+        reset_ids(&next(&mut source).await.unwrap()),
+        ["10.0.0.1:80", "10.0.0.2:80"]
+    );
 
     // Add one, re-weight one, drop one.
     write(
@@ -65,7 +73,9 @@ async fn edits_are_reloaded() {
     );
     let change = next(&mut source).await.unwrap();
     assert_eq!(reset_ids(&change), ["10.0.0.2:80", "10.0.0.3:80"]);
-    let Change::Reset(list) = change else { unreachable!() };
+    let Change::Reset(list) = change else {
+        unreachable!()
+    };
     assert_eq!(list[0].weight, 7);
 
     // Rewriting the same content says nothing; the next real edit is seen.
@@ -74,7 +84,10 @@ async fn edits_are_reloaded() {
         r#"[{"addr": "10.0.0.2:80", "weight": 7}, {"addr": "10.0.0.3:80"}]"#,
     );
     write(&path, r#"[{"addr": "10.0.0.3:80"}]"#);
-    assert_eq!(reset_ids(&next(&mut source).await.unwrap()), ["10.0.0.3:80"]);
+    assert_eq!(
+        reset_ids(&next(&mut source).await.unwrap()),
+        ["10.0.0.3:80"]
+    );
 }
 
 #[tokio::test]
@@ -97,8 +110,14 @@ async fn an_invalid_edit_names_file_line_and_field_and_keeps_the_set() {
     assert_eq!(invalid.line(), Some(3));
     assert_eq!(invalid.field(), Some("[1].weight"));
     let text = e.to_string();
-    assert!(text.contains("endpoints.yaml") && text.contains("line 3"), "{text}");
-    assert!(text.contains("[1].weight") && text.contains("at least 1"), "{text}");
+    assert!(
+        text.contains("endpoints.yaml") && text.contains("line 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[1].weight") && text.contains("at least 1"),
+        "{text}"
+    );
     assert_eq!(ids(&handle.endpoints()), ["10.0.0.1:80", "10.0.0.2:80"]);
     assert_eq!(handle.backend_errors(), 1);
 
@@ -137,7 +156,10 @@ async fn an_invalid_toml_edit_names_line_and_field() {
     let path = dir.path().join("endpoints.toml");
     write(&path, "[[endpoints]]\naddr = \"10.0.0.1:80\"\n");
     let mut source = File::new(&path).unwrap();
-    assert_eq!(reset_ids(&next(&mut source).await.unwrap()), ["10.0.0.1:80"]);
+    assert_eq!(
+        reset_ids(&next(&mut source).await.unwrap()),
+        ["10.0.0.1:80"]
+    );
 
     write(
         &path,
@@ -212,9 +234,15 @@ async fn a_lost_event_is_caught_by_the_rescan() {
         .debounce(Duration::ZERO)
         .build()
         .unwrap();
-    assert_eq!(reset_ids(&next(&mut source).await.unwrap()), ["10.0.0.1:80"]);
+    assert_eq!(
+        reset_ids(&next(&mut source).await.unwrap()),
+        ["10.0.0.1:80"]
+    );
     write(&target, r#"[{"addr": "10.0.0.9:80"}]"#);
-    assert_eq!(reset_ids(&next(&mut source).await.unwrap()), ["10.0.0.9:80"]);
+    assert_eq!(
+        reset_ids(&next(&mut source).await.unwrap()),
+        ["10.0.0.9:80"]
+    );
 }
 
 #[test]

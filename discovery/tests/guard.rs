@@ -130,11 +130,21 @@ async fn a_drop_of_8_of_9_is_held_until_confirm_after_then_applied_if_it_persist
     assert_eq!(h.served().len(), 9);
     assert_eq!(h.handle.held_removals(), 8);
     assert_eq!(h.handle.updates_held(), 1);
-    assert!(matches!(h.events()[..], [Event::Held { removals: 8, endpoints: 9, .. }]));
+    assert!(matches!(
+        h.events()[..],
+        [Event::Held {
+            removals: 8,
+            endpoints: 9,
+            ..
+        }]
+    ));
 
     // Held for confirm_after from the batch that asked for the removal.
     advance(CONFIRM - MS).await;
-    assert!(h.changes().is_empty(), "still held just before confirm_after");
+    assert!(
+        h.changes().is_empty(),
+        "still held just before confirm_after"
+    );
     assert_eq!(h.served().len(), 9);
 
     advance(MS).await;
@@ -206,7 +216,10 @@ async fn removals_within_the_ratio_and_additions_apply_at_once() {
     advance(DEBOUNCE).await;
     let c = h.changes();
     assert_eq!(removals(&c), 4);
-    assert!(matches!(&c[0], Change::Insert(e) if e.id.as_str() == "10.0.0.10:80"), "insertions first: {c:?}");
+    assert!(
+        matches!(&c[0], Change::Insert(e) if e.id.as_str() == "10.0.0.10:80"),
+        "insertions first: {c:?}"
+    );
     assert_eq!(h.served().len(), 6);
     assert_eq!(
         h.events(),
@@ -283,7 +296,10 @@ async fn changes_are_debounced_into_one_batch() {
     h.send(Change::Insert(ep("10.0.0.1:80").with_weight(3)));
     assert!(h.changes().is_empty());
     advance(Duration::from_millis(59)).await;
-    assert!(h.changes().is_empty(), "the batch waits {DEBOUNCE:?} from its first change");
+    assert!(
+        h.changes().is_empty(),
+        "the batch waits {DEBOUNCE:?} from its first change"
+    );
     advance(MS).await;
     let c = h.changes();
     assert_eq!(start.elapsed(), DEBOUNCE);
@@ -335,7 +351,8 @@ async fn metrics_report_endpoints_updates_holds_errors_and_staleness() {
             .map(|(k, _, _, v)| {
                 let key = k.key();
                 assert!(
-                    key.labels().any(|l| l.key() == "name" && l.value() == "api"),
+                    key.labels()
+                        .any(|l| l.key() == "name" && l.value() == "api"),
                     "{key:?}"
                 );
                 let v = match v {
@@ -348,12 +365,17 @@ async fn metrics_report_endpoints_updates_holds_errors_and_staleness() {
             .collect()
     };
     let m = read();
-    assert_eq!(m["watertight_discovery_endpoints"], 0.0, "gauges exist from construction");
+    assert_eq!(
+        m["watertight_discovery_endpoints"], 0.0,
+        "gauges exist from construction"
+    );
     assert_eq!(m["watertight_discovery_staleness_seconds"], 0.0);
 
     let waker = futures::task::noop_waker();
     let mut cx = Context::from_waker(&waker);
-    let mut drain = |g: &mut Guarded<Source>| while let Poll::Ready(Some(_)) = Pin::new(&mut *g).poll_next(&mut cx) {};
+    let mut drain = |g: &mut Guarded<Source>| {
+        while let Poll::Ready(Some(_)) = Pin::new(&mut *g).poll_next(&mut cx) {}
+    };
     tx.unbounded_send(Ok(Change::Reset(nine()))).unwrap();
     drain(&mut guarded);
     advance(DEBOUNCE).await;
@@ -389,9 +411,10 @@ fn invalid_configuration_names_the_field() {
 #[cfg(feature = "serde")]
 #[test]
 fn the_configuration_reads_from_toml() {
-    let g: Guard =
-        toml::from_str("max_removal_ratio = 0.3\nconfirm_after = \"1m\"\ndebounce = \"50ms\"\nname = \"api\"")
-            .unwrap();
+    let g: Guard = toml::from_str(
+        "max_removal_ratio = 0.3\nconfirm_after = \"1m\"\ndebounce = \"50ms\"\nname = \"api\"",
+    )
+    .unwrap();
     assert_eq!(g.max_removal_ratio(), 0.3);
     assert_eq!(g.confirm_after(), Duration::from_secs(60));
     assert_eq!(g.debounce(), Duration::from_millis(50));

@@ -1,7 +1,7 @@
 //! etcd: endpoints as JSON values under a key prefix, and self-registration.
 //!
 //! Each key under the prefix holds one endpoint in the wire form of the
-//! [file source](crate::file) (`{"addr": "10.0.0.1:8080", "locality":
+//! [file source](mod@crate::file) (`{"addr": "10.0.0.1:8080", "locality":
 //! {"zone": "a"}, "weight": 50}`); the key names nothing by itself, the
 //! endpoint's id is its `id` field (default: its address). A
 //! [`Registration`] writes `<prefix><id>` under a lease.
@@ -27,7 +27,7 @@
 //!
 //! # Registration
 //!
-//! [`Registration::register`] grants a lease of `ttl` (default 10 s), writes
+//! [`RegistrationBuilder::register`] grants a lease of `ttl` (default 10 s), writes
 //! this instance's endpoint under it, and keeps the lease alive every third
 //! of its TTL from a background task. [`Registration::deregister`] revokes
 //! the lease, which deletes the key at once: do it on graceful shutdown.

@@ -87,7 +87,8 @@ impl RegistrationBuilder {
             return Err(ConfigError::new("ttl", "must be greater than zero").into());
         }
         let key = format!("{}{}", self.prefix, self.endpoint.id);
-        let backend = |e: etcd_client::Error| -> BoxError { Backend::new("etcd", key.clone(), e).into() };
+        let backend =
+            |e: etcd_client::Error| -> BoxError { Backend::new("etcd", key.clone(), e).into() };
         let mut client = super::connect(&self.endpoints, &self.options)
             .await
             .map_err(backend)?;
@@ -223,7 +224,9 @@ impl Registration {
     pub async fn deregister(mut self) -> Result<(), BoxError> {
         self.task.abort();
         let lease = self.lease_id();
-        let backend = |e: etcd_client::Error| -> BoxError { Backend::new("etcd", self.key.clone(), e).into() };
+        let backend = |e: etcd_client::Error| -> BoxError {
+            Backend::new("etcd", self.key.clone(), e).into()
+        };
         if self.client.lease_revoke(lease).await.is_err() {
             // The connection may be stale after an outage: one fresh try.
             let mut fresh = super::connect(&self.endpoints, &self.options)
@@ -323,7 +326,11 @@ impl Keeper {
             if let Err(e) = keeper.keep_alive().await {
                 return Ended::Failed(e.into());
             }
-            let answer = tokio::time::timeout(self.interval.max(Duration::from_secs(1)), responses.message()).await;
+            let answer = tokio::time::timeout(
+                self.interval.max(Duration::from_secs(1)),
+                responses.message(),
+            )
+            .await;
             match answer {
                 Err(_) => return Ended::Failed("no keep-alive answer in time".into()),
                 Ok(Err(e)) => return Ended::Failed(e.into()),

@@ -4,15 +4,18 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions, WatchResponse, WatchStream};
+use etcd_client::{
+    Client, ConnectOptions, EventType, GetOptions, WatchOptions, WatchResponse, WatchStream,
+};
 use futures_core::Stream;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use watertight_core::backoff::Sequence;
 use watertight_core::{Backoff, Change, Endpoint, EndpointId};
 
+use crate::driver::{self, BoxSource, Driver};
 use crate::error::{Backend, ConfigError, InvalidEntry};
-use crate::set::{self, BoxSource, Driver};
+use crate::set;
 use crate::Error;
 
 const TARGET: &str = "watertight_discovery";
@@ -94,7 +97,7 @@ impl EtcdBuilder {
         };
         Ok(Etcd {
             prefix: self.prefix,
-            inner: set::drive(driver),
+            inner: driver::drive(driver),
         })
     }
 }
@@ -123,7 +126,9 @@ pub struct Etcd {
 
 impl fmt::Debug for Etcd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Etcd").field("prefix", &self.prefix).finish()
+        f.debug_struct("Etcd")
+            .field("prefix", &self.prefix)
+            .finish()
     }
 }
 

@@ -63,7 +63,9 @@ impl EtcdProcess {
     /// A fresh client.
     pub async fn client(&self) -> Client {
         let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
-        Client::connect([self.endpoint()], Some(options)).await.unwrap()
+        Client::connect([self.endpoint()], Some(options))
+            .await
+            .unwrap()
     }
 
     /// Kills etcd with SIGKILL: no goodbye to its clients.
