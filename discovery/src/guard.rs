@@ -7,14 +7,16 @@
 //!   (counted, traced) but never remove an endpoint, so a registry that is
 //!   unreachable never empties the set;
 //! - **self-preservation** (Eureka's): a batch of changes that would remove
-//!   more than `max_removal_ratio` (default 50%) of the endpoints it currently
-//!   serves is *held*: additions and updates in it apply at once, removals
-//!   wait `confirm_after` (default 30 s) and apply only if they persist. If the
-//!   source reverts in the meantime (the endpoints come back, or enough of
-//!   them that the removal falls within the ratio), only what is still missing
-//!   is removed, at once. Eureka stops expiring instances when renewals fall
-//!   under 85% of the expected rate, because a mass disappearance is far more
-//!   often a network or registry failure than a mass death of instances;
+//!   more than `max_removal_ratio` (default 50%) of the endpoints served
+//!   before it is *held*: its additions and updates apply at once, and each
+//!   held endpoint is removed only once it has been missing from the source
+//!   for `confirm_after` (default 30 s) without a break. If the source
+//!   reverts in the meantime (the endpoints come back, or enough of them that
+//!   what is still missing falls within the ratio), what is still missing is
+//!   removed at once and the hold ends. Eureka stops expiring instances when
+//!   renewals fall under 85% of the expected rate, because a mass
+//!   disappearance is far more often a network or registry failure than a
+//!   mass death of instances;
 //! - **debouncing**: changes are collected for `debounce` (default 100 ms)
 //!   after the first one and applied as one batch, so a burst of registry
 //!   events (a deployment, a range delete) is judged as one update.

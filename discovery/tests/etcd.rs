@@ -342,6 +342,39 @@ async fn a_lost_lease_is_registered_again() {
     assert_ne!(r.lease_id(), first);
 }
 
+#[tokio::test]
+async fn a_registration_cut_off_past_its_ttl_registers_again() {
+    let mut etcd = EtcdProcess::start().await;
+    let mut source = source(&etcd);
+    next(&mut source).await.unwrap();
+    let me = ep("10.0.3.1:80");
+    // The keep-alive task waits longer after a failure than the lease lives.
+    let r = Registration::builder([etcd.endpoint()], PREFIX, me.clone())
+        .ttl(Duration::from_secs(2))
+        .retry_backoff(Backoff::constant(Duration::from_secs(6)).unwrap())
+        .register()
+        .await
+        .unwrap();
+    assert_eq!(next(&mut source).await.unwrap(), Change::Insert(me.clone()));
+    let first = r.lease_id();
+
+    etcd.restart().await;
+    // The lease expires while the task waits; when it is back, etcd has
+    // forgotten the lease, and it registers again.
+    let seen = until(&mut source, |s| {
+        s.iter()
+            .skip_while(|i| !matches!(i, Ok(Change::Remove(id)) if *id == me.id))
+            .any(|i| matches!(i, Ok(Change::Insert(e)) if *e == me))
+    })
+    .await;
+    assert!(
+        seen.iter().any(|i| i.is_err()),
+        "the outage is reported: {seen:?}"
+    );
+    assert_ne!(r.lease_id(), first);
+    assert!(r.is_registered());
+}
+
 #[test]
 fn invalid_configuration_names_the_field() {
     let e = Etcd::builder(Vec::<String>::new(), PREFIX)

@@ -320,7 +320,14 @@ impl Keeper {
     async fn keep_alive(&mut self, client: &mut Client, lease: i64) -> Ended {
         let (mut keeper, mut responses) = match client.lease_keep_alive(lease).await {
             Ok(pair) => pair,
-            Err(e) => return Ended::Failed(e.into()),
+            // etcd-client answers a keep-alive of an expired lease with an
+            // error; ask etcd whether the lease still exists.
+            Err(e) => {
+                return match client.lease_time_to_live(lease, None).await {
+                    Ok(ttl) if ttl.ttl() <= 0 => Ended::Lost,
+                    _ => Ended::Failed(e.into()),
+                }
+            }
         };
         loop {
             if let Err(e) = keeper.keep_alive().await {
