@@ -371,6 +371,11 @@ async fn a_registration_cut_off_past_its_ttl_registers_again() {
         seen.iter().any(|i| i.is_err()),
         "the outage is reported: {seen:?}"
     );
+    // The task records the new lease right after etcd confirms the put.
+    let deadline = Instant::now() + WAIT;
+    while r.lease_id() == first && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_ne!(r.lease_id(), first);
     assert!(r.is_registered());
 }
