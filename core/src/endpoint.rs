@@ -300,6 +300,61 @@ pub enum Change {
     Reset(Vec<Endpoint>),
 }
 
+/// Names the endpoint a load balancer chose for a request.
+///
+/// Balancers insert it as a request extension before calling the endpoint's
+/// service, so per-endpoint layers (fault injection targeting a zone,
+/// per-endpoint metrics) know where the request goes. Cloning is one
+/// reference-count increment.
+///
+/// ```
+/// use std::sync::Arc;
+/// use watertight_core::endpoint::Selected;
+/// use watertight_core::{Endpoint, Locality};
+///
+/// let e = Endpoint::new("10.0.0.7:8080".parse().unwrap())
+///     .with_locality(Locality::zone("a"))
+///     .with_label("version", "v2");
+/// let selected = Selected::new(Arc::new(e));
+/// assert_eq!(selected.id().as_str(), "10.0.0.7:8080");
+/// assert_eq!(selected.locality().zone, "a");
+/// assert_eq!(selected.labels()["version"], "v2");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selected(Arc<Endpoint>);
+
+impl Selected {
+    /// Names `endpoint`.
+    pub fn new(endpoint: Arc<Endpoint>) -> Self {
+        Selected(endpoint)
+    }
+
+    /// The chosen endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.0
+    }
+
+    /// The chosen endpoint, shared.
+    pub fn shared(&self) -> &Arc<Endpoint> {
+        &self.0
+    }
+
+    /// Its id.
+    pub fn id(&self) -> &EndpointId {
+        &self.0.id
+    }
+
+    /// Its locality.
+    pub fn locality(&self) -> &Locality {
+        &self.0.locality
+    }
+
+    /// Its labels.
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        &self.0.labels
+    }
+}
+
 #[cfg(feature = "serde")]
 mod serde_impl {
     use super::*;

@@ -44,7 +44,7 @@ pub mod window;
 
 pub use backoff::{Backoff, InvalidBackoff};
 pub use classify::{Classify, ClassifyFn, ErrorsAsFailures, ResponseClass};
-pub use endpoint::{Address, Change, Endpoint, EndpointId, Health, Locality};
+pub use endpoint::{Address, Change, Endpoint, EndpointId, Health, Locality, Selected};
 pub use error::{find_cause, is_caused_by, BoxError};
 pub use hint::Hint;
 pub use window::{CountWindow, Outcome, Snapshot, TimeWindow};
