@@ -1,0 +1,1 @@
+//! Bulkheads for watertight: static and adaptive concurrency limits, partitions and admission control.

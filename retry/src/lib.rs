@@ -1,0 +1,1 @@
+//! Retries for watertight: budgets, backoff, server hints, deadlines, hedging and replayable bodies.
