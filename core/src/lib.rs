@@ -13,7 +13,9 @@
 //! - [`backoff`]: constant, linear, exponential and the three jittered backoffs,
 //!   capped *before* jittering;
 //! - [`window`]: lock-free count and time sliding windows with O(1) snapshots;
-//! - [`endpoint`]: the endpoint model shared by discovery and load balancing.
+//! - [`endpoint`]: the endpoint model shared by discovery and load balancing;
+//! - [`ext`]: typed request extensions through which layers leave notes for
+//!   each other (the endpoint a balancer chose, the endpoints a retry tried).
 //!
 //! # Feature flags
 //!
@@ -39,6 +41,7 @@ pub mod backoff;
 pub mod classify;
 pub mod endpoint;
 mod error;
+pub mod ext;
 pub mod hint;
 pub mod window;
 
@@ -46,5 +49,6 @@ pub use backoff::{Backoff, InvalidBackoff};
 pub use classify::{Classify, ClassifyFn, ErrorsAsFailures, ResponseClass};
 pub use endpoint::{Address, Change, Endpoint, EndpointId, Health, Locality, Selected};
 pub use error::{find_cause, is_caused_by, BoxError};
+pub use ext::{Attempted, Extensions};
 pub use hint::Hint;
 pub use window::{CountWindow, Outcome, Snapshot, TimeWindow};
