@@ -14,6 +14,8 @@
 //!   against any [`Stack`].
 //! - [`strategy`] (feature `proptest`): proptest strategies for fault
 //!   schedules.
+//! - [`etcd`] (feature `etcd`): a real etcd process for tests of
+//!   etcd-backed code, killed on drop.
 //!
 //! Everything runs under `tokio::time::pause`, so a minute of traffic takes
 //! a fraction of a second, and the same seed gives the same report, byte for
@@ -38,10 +40,15 @@
 //! # Feature flags
 //!
 //! - `proptest`: the [`strategy`] module.
+//! - `etcd`: the [`etcd`] module (needs the `etcd` binary to run and
+//!   `protoc` to build).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod assert;
 pub mod backend;
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+pub mod etcd;
 pub mod loadgen;
 pub mod report;
 pub mod scenario;
