@@ -1,18 +1,18 @@
 //! The etcd source and registration against a real etcd process the test
-//! starts on free loopback ports (see `support::etcd`).
+//! starts on free loopback ports (`watertight_testkit::etcd::EtcdServer`).
 
 mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use support::etcd::EtcdProcess;
 use support::{ep, next, next_change, reset_ids, until, WAIT};
 use tokio::time::Instant;
 use watertight_core::{Backoff, Change, Endpoint};
 use watertight_discovery::error::InvalidEntry;
 use watertight_discovery::etcd::etcd_client::{Client, CompactionOptions};
 use watertight_discovery::{Error, Etcd, Registration};
+use watertight_testkit::etcd::EtcdServer;
 
 const PREFIX: &str = "/services/api/";
 
@@ -31,7 +31,7 @@ async fn delete(client: &mut Client, e: &Endpoint) {
         .unwrap();
 }
 
-fn source(etcd: &EtcdProcess) -> Etcd {
+fn source(etcd: &EtcdServer) -> Etcd {
     Etcd::builder([etcd.endpoint()], PREFIX)
         .reconnect_backoff(
             Backoff::equal_jitter(Duration::from_millis(50), Duration::from_millis(500)).unwrap(),
@@ -65,8 +65,8 @@ fn keys(set: &BTreeMap<String, Endpoint>) -> Vec<&str> {
 
 #[tokio::test]
 async fn the_initial_set_then_puts_and_deletes_arrive_as_changes() {
-    let etcd = EtcdProcess::start().await;
-    let mut client = etcd.client().await;
+    let etcd = EtcdServer::start().await.unwrap();
+    let mut client = etcd.client().await.unwrap();
     let (a, b, c) = (ep("10.0.0.1:80"), ep("10.0.0.2:80"), ep("10.0.0.3:80"));
     put(&mut client, &a).await;
     put(&mut client, &b.clone().with_label("version", "v1")).await;
@@ -91,8 +91,8 @@ async fn the_initial_set_then_puts_and_deletes_arrive_as_changes() {
 
 #[tokio::test]
 async fn malformed_endpoint_json_is_skipped_with_an_error_naming_the_key() {
-    let etcd = EtcdProcess::start().await;
-    let mut client = etcd.client().await;
+    let etcd = EtcdServer::start().await.unwrap();
+    let mut client = etcd.client().await.unwrap();
     let a = ep("10.0.0.1:80");
     put(&mut client, &a).await;
     client
@@ -148,8 +148,8 @@ async fn malformed_endpoint_json_is_skipped_with_an_error_naming_the_key() {
 
 #[tokio::test]
 async fn killing_etcd_keeps_the_set_and_the_watch_resumes_after_restart() {
-    let mut etcd = EtcdProcess::start().await;
-    let mut client = etcd.client().await;
+    let mut etcd = EtcdServer::start().await.unwrap();
+    let mut client = etcd.client().await.unwrap();
     let (a, b, c) = (ep("10.0.0.1:80"), ep("10.0.0.2:80"), ep("10.0.0.3:80"));
     put(&mut client, &a).await;
     put(&mut client, &b).await;
@@ -172,8 +172,8 @@ async fn killing_etcd_keeps_the_set_and_the_watch_resumes_after_restart() {
     );
 
     // While the source is cut off (it is not polled), the registry changes.
-    etcd.restart().await;
-    let mut client = etcd.client().await;
+    etcd.restart().await.unwrap();
+    let mut client = etcd.client().await.unwrap();
     put(&mut client, &c).await;
     delete(&mut client, &a).await;
 
@@ -201,8 +201,8 @@ async fn killing_etcd_keeps_the_set_and_the_watch_resumes_after_restart() {
 
 #[tokio::test]
 async fn compaction_forces_a_resync_that_ends_in_the_right_set() {
-    let mut etcd = EtcdProcess::start().await;
-    let mut client = etcd.client().await;
+    let mut etcd = EtcdServer::start().await.unwrap();
+    let mut client = etcd.client().await.unwrap();
     let (a, b, c, d) = (
         ep("10.0.0.1:80"),
         ep("10.0.0.2:80"),
@@ -219,8 +219,8 @@ async fn compaction_forces_a_resync_that_ends_in_the_right_set() {
     until(&mut source, |s| s.iter().any(|i| i.is_err())).await;
 
     // Changes the source misses, then history compacted past them.
-    etcd.restart().await;
-    let mut client = etcd.client().await;
+    etcd.restart().await.unwrap();
+    let mut client = etcd.client().await.unwrap();
     put(&mut client, &c).await;
     delete(&mut client, &a).await;
     put(&mut client, &d).await;
@@ -253,7 +253,7 @@ async fn compaction_forces_a_resync_that_ends_in_the_right_set() {
 #[tokio::test]
 async fn registrations_appear_and_an_expired_lease_removes_its_endpoint_within_ttl_plus_1s() {
     let ttl = Duration::from_secs(2);
-    let etcd = EtcdProcess::start().await;
+    let etcd = EtcdServer::start().await.unwrap();
     let mut source = source(&etcd);
     let mut set = BTreeMap::new();
     fold(&mut set, &[next(&mut source).await]);
@@ -314,7 +314,7 @@ async fn registrations_appear_and_an_expired_lease_removes_its_endpoint_within_t
 
 #[tokio::test]
 async fn a_lost_lease_is_registered_again() {
-    let etcd = EtcdProcess::start().await;
+    let etcd = EtcdServer::start().await.unwrap();
     let mut source = source(&etcd);
     next(&mut source).await.unwrap();
     let me = ep("10.0.2.1:80");
@@ -328,7 +328,7 @@ async fn a_lost_lease_is_registered_again() {
 
     // Someone revokes the lease: the key goes, the keep-alive notices and
     // registers again under a new lease.
-    let mut client = etcd.client().await;
+    let mut client = etcd.client().await.unwrap();
     client.lease_revoke(first).await.unwrap();
     assert_eq!(
         next(&mut source).await.unwrap(),
@@ -344,7 +344,7 @@ async fn a_lost_lease_is_registered_again() {
 
 #[tokio::test]
 async fn a_registration_cut_off_past_its_ttl_registers_again() {
-    let mut etcd = EtcdProcess::start().await;
+    let mut etcd = EtcdServer::start().await.unwrap();
     let mut source = source(&etcd);
     next(&mut source).await.unwrap();
     let me = ep("10.0.3.1:80");
@@ -358,7 +358,7 @@ async fn a_registration_cut_off_past_its_ttl_registers_again() {
     assert_eq!(next(&mut source).await.unwrap(), Change::Insert(me.clone()));
     let first = r.lease_id();
 
-    etcd.restart().await;
+    etcd.restart().await.unwrap();
     // The lease expires while the task waits; when it is back, etcd has
     // forgotten the lease, and it registers again.
     let seen = until(&mut source, |s| {

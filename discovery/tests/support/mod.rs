@@ -1,9 +1,6 @@
 //! Helpers shared by the discovery test binaries.
 #![allow(dead_code, unreachable_pub)]
 
-#[cfg(feature = "etcd")]
-pub mod etcd;
-
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
