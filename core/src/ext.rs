@@ -9,10 +9,10 @@
 //! a request's criticality for load shedding.
 //!
 //! [`Extensions`] is how a layer reads and writes such notes on any request
-//! type. It is implemented for `http::Request` (feature `http`); a request
-//! type without extensions implements it with the default methods, which
-//! find nothing and drop what is inserted, so the layers still work and only
-//! the notes are lost.
+//! type. It is implemented for `http::Request` and `http::Response` (feature
+//! `http`); a request type without extensions implements it with the default
+//! methods, which find nothing and drop what is inserted, so the layers still
+//! work and only the notes are lost.
 //!
 //! ```
 //! use watertight_core::ext::Extensions;
@@ -43,6 +43,13 @@ pub trait Extensions {
     fn insert_extension<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
         let _ = value;
     }
+
+    /// Whether inserted extensions are kept. Layers skip building notes for
+    /// a request that would drop them (the default, `false`); a type that
+    /// overrides the two methods above returns `true`.
+    fn carries_extensions(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(feature = "http")]
@@ -54,6 +61,28 @@ impl<B> Extensions for http::Request<B> {
 
     fn insert_extension<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
         self.extensions_mut().insert(value);
+    }
+
+    fn carries_extensions(&self) -> bool {
+        true
+    }
+}
+
+/// Responses carry notes too: a retry layer marks a response it gave up on,
+/// so an outer retry layer does not send the request again.
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+impl<B> Extensions for http::Response<B> {
+    fn extension<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.extensions().get::<T>()
+    }
+
+    fn insert_extension<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
+        self.extensions_mut().insert(value);
+    }
+
+    fn carries_extensions(&self) -> bool {
+        true
     }
 }
 
@@ -130,5 +159,14 @@ mod tests {
         a.record(EndpointId::from("a"));
         assert!(req.extension::<Attempted>().unwrap().contains("a"));
         assert_eq!(a.ids(), [EndpointId::from("a")]);
+        assert!(req.carries_extensions());
+    }
+
+    #[test]
+    fn http_responses_carry_extensions() {
+        let mut res = http::Response::new(());
+        res.insert_extension(7u8);
+        assert_eq!(res.extension::<u8>(), Some(&7));
+        assert!(res.carries_extensions());
     }
 }
