@@ -250,66 +250,139 @@ async fn compaction_forces_a_resync_that_ends_in_the_right_set() {
     assert_eq!(next_change(&mut source).await, Change::Insert(d));
 }
 
+/// Set in the child process of
+/// `registrations_appear_and_a_killed_process_is_removed_within_ttl_plus_1s`:
+/// the etcd endpoint the child registers with.
+const CHILD_ENDPOINT: &str = "WATERTIGHT_DISCOVERY_TEST_CHILD_ETCD";
+
+/// The lease TTL of the registration tests.
+const TTL: Duration = Duration::from_secs(2);
+
+/// A child process, killed with SIGKILL when dropped (so a failing test
+/// leaves none behind).
+struct ChildProcess(std::process::Child);
+
+impl ChildProcess {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 #[tokio::test]
-async fn registrations_appear_and_an_expired_lease_removes_its_endpoint_within_ttl_plus_1s() {
-    let ttl = Duration::from_secs(2);
+async fn registrations_appear_and_a_killed_process_is_removed_within_ttl_plus_1s() {
+    let one = ep("10.0.1.1:80").with_label("instance", "one");
+    if let Ok(endpoint) = std::env::var(CHILD_ENDPOINT) {
+        // The child: register, keep the lease alive, and wait to be killed.
+        let r = Registration::builder([endpoint], PREFIX, one.clone())
+            .ttl(TTL)
+            .register()
+            .await
+            .unwrap();
+        assert!(r.is_registered());
+        std::future::pending::<()>().await;
+    }
+
     let etcd = EtcdServer::start().await.unwrap();
     let mut source = source(&etcd);
     let mut set = BTreeMap::new();
     fold(&mut set, &[next(&mut source).await]);
     assert!(set.is_empty());
 
-    let one = ep("10.0.1.1:80").with_label("instance", "one");
+    // Instance one is another process: this test binary again, running only
+    // this test in child mode.
+    let mut child = ChildProcess(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "registrations_appear_and_a_killed_process_is_removed_within_ttl_plus_1s",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENDPOINT, etcd.endpoint())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let two = ep("10.0.1.2:80").with_label("instance", "two");
-    let r1 = Registration::builder([etcd.endpoint()], PREFIX, one.clone())
-        .ttl(ttl)
-        .register()
-        .await
-        .unwrap();
     let r2 = Registration::builder([etcd.endpoint()], PREFIX, two.clone())
-        .ttl(ttl)
+        .ttl(TTL)
         .register()
         .await
         .unwrap();
-    assert_eq!(r1.key(), "/services/api/10.0.1.1:80");
+    assert_eq!(r2.key(), "/services/api/10.0.1.2:80");
     let seen = until(&mut source, |s| s.len() >= 2).await;
+    let mut inserted: Vec<Change> = seen.into_iter().map(Result::unwrap).collect();
+    inserted.sort_by_key(|c| format!("{c:?}"));
     assert_eq!(
-        seen.iter()
-            .map(|i| i.as_ref().unwrap().clone())
-            .collect::<Vec<_>>(),
+        inserted,
         [Change::Insert(one.clone()), Change::Insert(two.clone())]
     );
-    assert!(r1.is_registered() && r2.is_registered());
+    assert!(r2.is_registered());
 
-    // The first instance dies without deregistering: its keep-alives stop.
+    // Instance one dies without a chance to deregister: SIGKILL. Its
+    // keep-alives stop and etcd expires its lease.
     let died = Instant::now();
-    drop(r1);
-    let removed = tokio::time::timeout(ttl + Duration::from_secs(1), next(&mut source))
+    child.kill();
+    let removed = tokio::time::timeout(TTL + Duration::from_secs(1), next(&mut source))
         .await
-        .unwrap_or_else(|_| panic!("not removed within the {ttl:?} TTL + 1 s"));
+        .unwrap_or_else(|_| panic!("not removed within the {TTL:?} TTL + 1 s"));
     let detected = died.elapsed();
     assert_eq!(removed.unwrap(), Change::Remove(one.id.clone()));
-    eprintln!("lease expiry removed the dead instance {detected:?} after its keep-alives stopped (TTL {ttl:?})");
+    eprintln!("lease expiry removed the killed instance {detected:?} after it died (TTL {TTL:?})");
 
     // The live one outlives its TTL on keep-alives, then leaves at once on
     // graceful shutdown.
     assert!(
-        tokio::time::timeout(ttl * 2, next(&mut source))
+        tokio::time::timeout(TTL * 2, next(&mut source))
             .await
             .is_err(),
         "nothing else changes while the second instance keeps its lease alive"
     );
     assert!(r2.is_registered());
-    let left = Instant::now();
     r2.deregister().await.unwrap();
     assert_eq!(
         next(&mut source).await.unwrap(),
         Change::Remove(two.id.clone())
     );
-    eprintln!(
-        "deregistration seen {:?} after it was asked",
-        left.elapsed()
-    );
+}
+
+#[tokio::test]
+async fn dropping_a_registration_leaves_its_key_to_expire_with_the_lease() {
+    let etcd = EtcdServer::start().await.unwrap();
+    let mut source = source(&etcd);
+    next(&mut source).await.unwrap();
+    let me = ep("10.0.1.3:80");
+    let r = Registration::builder([etcd.endpoint()], PREFIX, me.clone())
+        .ttl(TTL)
+        .register()
+        .await
+        .unwrap();
+    assert_eq!(next(&mut source).await.unwrap(), Change::Insert(me.clone()));
+
+    // Dropped, not deregistered: the key is still there at first (no
+    // revoke), and gone once the lease expires.
+    drop(r);
+    let mut client = etcd.client().await.unwrap();
+    let key = format!("{PREFIX}{}", me.id);
+    assert_eq!(client.get(key.as_str(), None).await.unwrap().kvs().len(), 1);
+    let removed = tokio::time::timeout(TTL + Duration::from_secs(1), next(&mut source))
+        .await
+        .unwrap_or_else(|_| panic!("not removed within the {TTL:?} TTL + 1 s"));
+    assert_eq!(removed.unwrap(), Change::Remove(me.id.clone()));
+    assert!(client
+        .get(key.as_str(), None)
+        .await
+        .unwrap()
+        .kvs()
+        .is_empty());
 }
 
 #[tokio::test]
@@ -319,7 +392,7 @@ async fn a_lost_lease_is_registered_again() {
     next(&mut source).await.unwrap();
     let me = ep("10.0.2.1:80");
     let r = Registration::builder([etcd.endpoint()], PREFIX, me.clone())
-        .ttl(Duration::from_secs(2))
+        .ttl(TTL)
         .register()
         .await
         .unwrap();
@@ -350,7 +423,7 @@ async fn a_registration_cut_off_past_its_ttl_registers_again() {
     let me = ep("10.0.3.1:80");
     // The keep-alive task waits longer after a failure than the lease lives.
     let r = Registration::builder([etcd.endpoint()], PREFIX, me.clone())
-        .ttl(Duration::from_secs(2))
+        .ttl(TTL)
         .retry_backoff(Backoff::constant(Duration::from_secs(6)).unwrap())
         .register()
         .await
