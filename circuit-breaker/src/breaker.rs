@@ -99,7 +99,10 @@ impl Metrics {
             slow_success: calls("slow_success"),
             slow_failure: calls("slow_failure"),
             ignored: calls("ignored"),
-            rejected: metrics::counter!("watertight_circuit_breaker_rejected_total", labels.clone()),
+            rejected: metrics::counter!(
+                "watertight_circuit_breaker_rejected_total",
+                labels.clone()
+            ),
             labels,
         }
     }
@@ -267,6 +270,12 @@ impl Breaker {
                     if let Some(p) = self.gate.acquire(generation_of(word)) {
                         return Admission::Probe(p);
                     }
+                    // The gate may belong to a newer period already.
+                    let cur = self.word.load(Acquire);
+                    if cur != word {
+                        word = cur;
+                        continue;
+                    }
                     let now = Instant::now();
                     let until = self.at(self.half_open_until.load(Acquire));
                     if now < until {
@@ -336,7 +345,11 @@ impl Breaker {
             }
         };
         let needs_now = start.is_some() || matches!(self.outcomes, Outcomes::Time(_));
-        let now = if needs_now { Some(Instant::now()) } else { None };
+        let now = if needs_now {
+            Some(Instant::now())
+        } else {
+            None
+        };
         let slow = match (self.slow, start, now) {
             (Some((limit, _)), Some(s), Some(n)) => n.saturating_duration_since(s) > limit,
             _ => false,
@@ -408,9 +421,14 @@ impl Breaker {
         match class {
             ResponseClass::Success => match permit.succeed() {
                 Some(n) if n >= self.success_threshold => {
-                    self.transition(Some(word), State::Closed, Cause::ProbesSucceeded, Instant::now());
+                    self.transition(
+                        Some(word),
+                        State::Closed,
+                        Cause::ProbesSucceeded,
+                        Instant::now(),
+                    );
                 }
-                Some(_) => self.wake_all(),
+                Some(_) => self.probe_returned(generation),
                 None => {
                     self.late.fetch_add(1, Relaxed);
                 }
@@ -424,15 +442,24 @@ impl Breaker {
             }
             ResponseClass::Ignored => {
                 if permit.release() {
-                    self.wake_all();
+                    self.probe_returned(generation);
                 }
             }
         }
     }
 
-    /// A probe permit was dropped unused (a cancelled probe): let a waiting
-    /// service take it.
-    pub(crate) fn probe_dropped(&self) {
+    /// A probe of `generation` gave its permit back without deciding the
+    /// period (a success below the threshold, an ignored result, a
+    /// cancelled probe). The half-open deadline restarts, since it is there
+    /// for probes that never come back, and a waiting service may take the
+    /// permit.
+    pub(crate) fn probe_returned(&self, generation: u64) {
+        if let Some(d) = self.max_half_open {
+            if self.word.load(Acquire) == pack(State::HalfOpen, generation) {
+                let until = self.since_epoch(Instant::now()).saturating_add(nanos(d));
+                self.half_open_until.store(until, Release);
+            }
+        }
         self.wake_all();
     }
 
@@ -552,9 +579,10 @@ impl Breaker {
         let state = state_of(word);
         let trips = self.control.lock().trips;
         let retry_after = match state {
-            State::Open => {
-                Some(self.at(self.open_until.load(Acquire)).saturating_duration_since(now))
-            }
+            State::Open => Some(
+                self.at(self.open_until.load(Acquire))
+                    .saturating_duration_since(now),
+            ),
             State::ForcedOpen => Some(Duration::MAX),
             _ => None,
         };

@@ -8,6 +8,7 @@ use watertight_core::{Backoff, ErrorsAsFailures};
 
 use crate::error::ConfigError;
 use crate::event::{Event, Listener};
+use crate::keyed::KeyedBuilder;
 use crate::layer::CircuitBreakerLayer;
 
 /// The largest count window and the most time-window buckets accepted.
@@ -148,9 +149,11 @@ pub struct Config {
     pub permitted_probes: u32,
     /// Probe successes that close the breaker, `1..=65_535`.
     pub success_threshold: u32,
-    /// A half-open breaker whose every probe permit has been taken for this
-    /// long reopens (a stuck probe must not keep it half-open for ever).
-    /// Not zero; `None` waits for ever.
+    /// A half-open breaker reopens when every probe permit is taken and no
+    /// probe has come back for this long since it half-opened (a stuck
+    /// probe must not keep it half-open for ever). Checked when a call or a
+    /// waiting `Backpressure` service finds no permit. Not zero; `None`
+    /// waits for ever.
     pub max_half_open_duration: Option<Duration>,
     /// Seed of the open-backoff jitter; `None` seeds from entropy.
     pub seed: Option<u64>,
@@ -430,7 +433,8 @@ impl<C> Builder<C> {
     }
 
     /// How long a half-open breaker whose probe permits are all taken waits
-    /// before it reopens (default 60 s); `None` waits for ever.
+    /// for a probe to come back before it reopens (default 60 s); `None`
+    /// waits for ever.
     pub fn max_half_open_duration(mut self, duration: impl Into<Option<Duration>>) -> Self {
         self.config.max_half_open_duration = duration.into();
         self
@@ -474,15 +478,45 @@ impl<C> Builder<C> {
     /// those of [`Config::validate`], plus a zero
     /// [`open_duration`](Self::open_duration).
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
+        let (config, classify, listener) = self.into_parts()?;
+        Ok(CircuitBreakerLayer::from_parts(config, classify, listener))
+    }
+
+    /// One breaker per key instead of one for all calls: continues with a
+    /// [`KeyedBuilder`] whose breakers all follow this configuration, the
+    /// key of a request being what `extract` returns (a host, a route, a
+    /// tenant). The key's `Display` form names the breaker's `key` in
+    /// metrics, traces and events.
+    ///
+    /// ```
+    /// use watertight_circuit_breaker::CircuitBreakerLayer;
+    ///
+    /// # fn main() -> Result<(), watertight_circuit_breaker::error::ConfigError> {
+    /// struct Request { tenant: u32 }
+    ///
+    /// let layer = CircuitBreakerLayer::builder()
+    ///     .consecutive_failures(3)
+    ///     .keyed(|req: &Request| req.tenant)
+    ///     .max_keys(500)
+    ///     .build()?;
+    /// # let _ = layer;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn keyed<Req, K, F>(self, extract: F) -> KeyedBuilder<F, K, C>
+    where
+        F: Fn(&Req) -> K,
+    {
+        KeyedBuilder::new(self, extract)
+    }
+
+    /// Validates and splits the builder.
+    pub(crate) fn into_parts(self) -> Result<(Config, C, Option<Listener>), ConfigError> {
         if let Some(e) = self.error {
             return Err(e);
         }
         self.config.validate()?;
-        Ok(CircuitBreakerLayer::from_parts(
-            self.config,
-            self.classify,
-            self.listener,
-        ))
+        Ok((self.config, self.classify, self.listener))
     }
 }
 
@@ -661,30 +695,42 @@ mod serde_impl {
         };
     }
 
-    off_or!(off_f64, f64, "a number", |v: &f64, s: S| s.serialize_f64(*v), {
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            Ok(Some(v))
+    off_or!(
+        off_f64,
+        f64,
+        "a number",
+        |v: &f64, s: S| s.serialize_f64(*v),
+        {
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Some(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Some(v as f64))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Some(v as f64))
+            }
         }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Some(v as f64))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            Ok(Some(v as f64))
-        }
-    });
+    );
 
-    off_or!(off_u32, u32, "a count", |v: &u32, s: S| s.serialize_u32(*v), {
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            u32::try_from(v)
-                .map(Some)
-                .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+    off_or!(
+        off_u32,
+        u32,
+        "a count",
+        |v: &u32, s: S| s.serialize_u32(*v),
+        {
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                u32::try_from(v)
+                    .map(Some)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                u32::try_from(v)
+                    .map(Some)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+            }
         }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            u32::try_from(v)
-                .map(Some)
-                .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
-        }
-    });
+    );
 
     off_or!(
         off_duration,

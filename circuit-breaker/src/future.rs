@@ -62,8 +62,10 @@ impl Drop for Recorder {
     fn drop(&mut self) {
         if let Kind::Probe(permit) = &mut self.kind {
             if let Some(p) = permit.take() {
-                drop(p);
-                self.breaker.probe_dropped();
+                let generation = p.generation();
+                if p.release() {
+                    self.breaker.probe_returned(generation);
+                }
             }
         }
     }

@@ -91,10 +91,6 @@ impl<C> CircuitBreakerLayer<C> {
         &self.config
     }
 
-    pub(crate) fn classify(&self) -> &C {
-        &self.classify
-    }
-
     /// Creates one breaker and returns a layer that wraps every service in
     /// it, with the breaker's handle.
     pub fn shared(&self) -> (Self, CircuitBreakerHandle)

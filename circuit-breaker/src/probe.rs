@@ -130,11 +130,6 @@ impl ProbeGate {
     pub fn successes(&self) -> u16 {
         successes_of(self.word.load(Acquire))
     }
-
-    /// The most probes in flight at once.
-    pub fn permitted(&self) -> u16 {
-        self.permitted
-    }
 }
 
 /// One probe's permit. Dropping it without reporting an outcome gives the
@@ -200,7 +195,10 @@ mod tests {
         let gate = Arc::new(ProbeGate::new(1));
         gate.reset(1);
         let old = gate.acquire(1).unwrap();
-        assert!(gate.acquire(2).is_none(), "the gate belongs to generation 1");
+        assert!(
+            gate.acquire(2).is_none(),
+            "the gate belongs to generation 1"
+        );
         gate.reset(3);
         let new = gate.acquire(3).unwrap();
         assert_eq!(old.succeed(), None);

@@ -1,0 +1,212 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+use watertight_core::{BoxError, Classify, ErrorsAsFailures};
+
+use crate::breaker::{Admission, Breaker};
+use crate::config::Mode;
+use crate::future::{Recorder, ResponseFuture};
+use crate::handle::CircuitBreakerHandle;
+
+/// A circuit breaker around a service; built by a
+/// [`CircuitBreakerLayer`](crate::CircuitBreakerLayer).
+///
+/// `poll_ready` asks the breaker whether the next call may go and keeps the
+/// answer (a probe permit, when half-open) for `call`:
+///
+/// - admitted: `poll_ready` is the inner service's, and `call` calls it and
+///   records the result when the response future completes; a response
+///   future dropped before then records nothing and gives its probe permit
+///   back;
+/// - rejected, [`Mode::FailFast`]: `poll_ready` is `Ready` and `call` fails
+///   at once with [`error::Open`](crate::error::Open) without calling the
+///   inner service;
+/// - rejected, [`Mode::Backpressure`]: `poll_ready` is `Pending`, and the
+///   task is woken when the next probe may go: at the end of the open
+///   duration (a timer), when a probe permit comes back, or at any
+///   transition.
+///
+/// Errors are [`BoxError`]s: the inner service's errors, or an
+/// [`error::Open`](crate::error::Open).
+///
+/// # Clone
+///
+/// Clones share the breaker (and its handle) but not a readiness
+/// reservation: each clone calls `poll_ready` for itself, as with tower's
+/// `ConcurrencyLimit`.
+///
+/// # Panics
+///
+/// In [`Mode::Backpressure`], `poll_ready` on a rejecting breaker starts a
+/// `tokio` timer, and so panics outside a `tokio` runtime with time
+/// enabled.
+pub struct CircuitBreaker<S, C = ErrorsAsFailures> {
+    inner: S,
+    breaker: Arc<Breaker>,
+    classify: C,
+    /// The admission `poll_ready` decided on, spent by `call`.
+    ready: Option<Admission>,
+    /// The wake-up of a waiting `Backpressure` service, allocated on its
+    /// first wait and reused.
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    pub(crate) fn from_parts(inner: S, breaker: Arc<Breaker>, classify: C) -> Self {
+        CircuitBreaker {
+            inner,
+            breaker,
+            classify,
+            ready: None,
+            sleep: None,
+        }
+    }
+
+    /// The breaker's handle: state, counters and manual control.
+    pub fn handle(&self) -> CircuitBreakerHandle {
+        CircuitBreakerHandle::new(self.breaker.clone())
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the breaker, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// Waits for the breaker to admit a call: registers the task for the
+    /// next transition or returned permit, then re-checks, so a wake-up
+    /// that came between the first check and the registration is not
+    /// lost; and sleeps until the deadline that changes the answer.
+    fn poll_admit_waiting(&mut self, cx: &mut Context<'_>) -> Poll<Admission> {
+        loop {
+            let open = match self.breaker.admit() {
+                Admission::Reject(open) => open,
+                admitted => return Poll::Ready(admitted),
+            };
+            self.breaker.register(cx.waker());
+            let open = match self.breaker.admit() {
+                Admission::Reject(_) => open,
+                admitted => return Poll::Ready(admitted),
+            };
+            let Some(deadline) = self.breaker.wake_at(open.state()) else {
+                return Poll::Pending;
+            };
+            if Instant::now() >= deadline {
+                // The deadline passed between the checks: decide again.
+                continue;
+            }
+            let sleep = match &mut self.sleep {
+                Some(s) => {
+                    if s.deadline() != deadline {
+                        s.as_mut().reset(deadline);
+                    }
+                    s
+                }
+                None => self
+                    .sleep
+                    .insert(Box::pin(tokio::time::sleep_until(deadline))),
+            };
+            match sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => continue,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
+    fn clone(&self) -> Self {
+        CircuitBreaker::from_parts(
+            self.inner.clone(),
+            self.breaker.clone(),
+            self.classify.clone(),
+        )
+    }
+}
+
+impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for CircuitBreaker<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("inner", &self.inner)
+            .field("breaker", &self.breaker)
+            .field("classify", &self.classify)
+            .field("ready", &self.ready)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Only a probe permit is a reservation worth keeping across polls;
+        // anything else is decided afresh (one atomic load when closed), so
+        // a service polled for a while sees the breaker as it is now.
+        if !matches!(self.ready, Some(Admission::Probe(_))) {
+            let admission = match self.breaker.mode {
+                Mode::FailFast => self.breaker.admit(),
+                Mode::Backpressure => match self.poll_admit_waiting(cx) {
+                    Poll::Ready(a) => a,
+                    Poll::Pending => {
+                        self.ready = None;
+                        return Poll::Pending;
+                    }
+                },
+            };
+            if let Admission::Reject(_) = admission {
+                // FailFast: `call` fails without the inner service.
+                self.ready = Some(admission);
+                return Poll::Ready(Ok(()));
+            }
+            self.ready = Some(admission);
+        }
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => {
+                self.ready = None;
+                Poll::Ready(Err(e.into()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        let admission = match self.ready.take() {
+            Some(a) => a,
+            None => self.breaker.admit(),
+        };
+        let recorder = match admission {
+            Admission::Admit(word) => Some(Recorder::admitted(self.breaker.clone(), word)),
+            Admission::Pass => None,
+            Admission::Probe(permit) => Some(Recorder::probe(self.breaker.clone(), permit)),
+            Admission::Reject(open) => {
+                self.breaker.count_rejection(&open);
+                return ResponseFuture::rejected(Box::new(open));
+            }
+        };
+        ResponseFuture::called(self.inner.call(req), recorder, self.classify.clone())
+    }
+}

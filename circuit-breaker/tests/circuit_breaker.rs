@@ -1,0 +1,1119 @@
+//! The circuit breaker, driven through `tower_test::mock` in paused time.
+
+mod support;
+
+use std::time::Duration;
+
+use tokio::time::advance;
+use tokio_test::{assert_pending, assert_ready_ok};
+use tower::Layer;
+use tower_test::mock::{self, Spawn};
+use watertight_circuit_breaker::event::{Cause, Event, Policy};
+use watertight_circuit_breaker::{Backoff, CircuitBreakerLayer, Mode, State};
+use watertight_core::classify::classify_fn;
+use watertight_core::ResponseClass;
+
+use support::*;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn tripped_by(events: &Events) -> Vec<Policy> {
+    match events.transitions().last().map(|t| t.cause) {
+        Some(Cause::Tripped(t)) => t.iter().collect(),
+        other => panic!("expected a trip, got {other:?}"),
+    }
+}
+
+// ---- trip policies -------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn failure_rate_over_a_count_window_trips_when_the_rate_reaches_the_threshold() {
+    let events = Events::default();
+    let (mut svc, mut h) = spawn(
+        builder()
+            .failure_rate_threshold(0.5)
+            .count_window(10)
+            .minimum_calls(10)
+            .on_event(events.listener()),
+    );
+    // Alternate so no run of failures is long; 9 calls, 4 failures.
+    for i in 0..9 {
+        let reply = if i % 2 == 1 { Reply::Err } else { Reply::Ok };
+        calls(&mut svc, &mut h, 1, reply);
+    }
+    assert_eq!(state(&svc), State::Closed);
+    // The tenth call: 5 failures out of 10 is exactly the threshold.
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    assert_eq!(state(&svc), State::Open);
+    assert_eq!(tripped_by(&events), [Policy::FailureRate]);
+    let t = events.transitions().pop().unwrap();
+    assert_eq!((t.window.calls, t.window.failures), (10, 5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_rate_over_a_count_window_counts_only_the_last_calls() {
+    let (mut svc, mut h) = spawn(
+        builder()
+            .failure_rate_threshold(0.5)
+            .count_window(4)
+            .minimum_calls(4),
+    );
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    calls(&mut svc, &mut h, 3, Reply::Ok);
+    // The failure is pushed out by the next success: 1 of the last 4 failed.
+    calls(&mut svc, &mut h, 1, Reply::Ok);
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    let s = snapshot(&svc);
+    assert_eq!((s.window.calls, s.window.failures), (4, 1));
+    assert_eq!(state(&svc), State::Closed);
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    assert_eq!(state(&svc), State::Open, "2 of the last 4 failed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_rate_waits_for_minimum_calls() {
+    let (mut svc, mut h) = spawn(
+        builder()
+            .failure_rate_threshold(0.5)
+            .count_window(100)
+            .minimum_calls(10),
+    );
+    calls(&mut svc, &mut h, 9, Reply::Err);
+    let s = snapshot(&svc);
+    assert_eq!((s.window.calls, s.window.failure_rate), (9, 1.0));
+    assert_eq!(state(&svc), State::Closed, "9 calls are under the minimum");
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    assert_eq!(state(&svc), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn minimum_calls_above_the_count_window_size_acts_as_the_size() {
+    let (mut svc, mut h) = spawn(
+        builder()
+            .failure_rate_threshold(1.0)
+            .count_window(5)
+            .minimum_calls(50),
+    );
+    calls(&mut svc, &mut h, 4, Reply::Err);
+    assert_eq!(state(&svc), State::Closed);
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    assert_eq!(state(&svc), State::Open, "a full window is enough");
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_rate_over_a_time_window_trips_within_the_window() {
+    let events = Events::default();
+    let (mut svc, mut h) = spawn(
+        builder()
+            .failure_rate_threshold(0.5)
+            .time_window(secs(10), 10)
+            .minimum_calls(4)
+            .on_event(events.listener()),
+    );
+    calls(&mut svc, &mut h, 1, Reply::Ok);
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    advance(secs(3)).await;
+    calls(&mut svc, &mut h, 1, Reply::Ok);
+    assert_eq!(state(&svc), State::Closed);
+    advance(secs(3)).await;
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    assert_eq!(state(&svc), State::Open);
+    assert_eq!(tripped_by(&events), [Policy::FailureRate]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_rate_over_a_time_window_forgets_calls_older_than_the_window() {
+    let (mut svc, mut h) = spawn(
+        builder()
+            .failure_rate_threshold(0.5)
+            .time_window(secs(10), 10)
+            .minimum_calls(4),
+    );
+    calls(&mut svc, &mut h, 3, Reply::Err);
+    advance(secs(11)).await;
+    assert_eq!(snapshot(&svc).window.calls, 0, "the failures fell out");
+    calls(&mut svc, &mut h, 3, Reply::Ok);
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    let s = snapshot(&svc);
+    assert_eq!((s.window.calls, s.window.failures), (4, 1));
+    assert_eq!(
+        state(&svc),
+        State::Closed,
+        "had they counted: 4 of 7 failed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_rate_over_a_time_window_waits_for_minimum_calls() {
+    let (mut svc, mut h) = spawn(
+        builder()
+            .failure_rate_threshold(0.5)
+            .time_window(secs(10), 10)
+            .minimum_calls(5),
+    );
+    calls(&mut svc, &mut h, 4, Reply::Err);
+    assert_eq!(state(&svc), State::Closed);
+    // Old failures leaving the window do not count towards the minimum.
+    advance(secs(11)).await;
+    calls(&mut svc, &mut h, 4, Reply::Err);
+    assert_eq!(state(&svc), State::Closed);
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    assert_eq!(state(&svc), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_call_rate_trips_on_slow_successes() {
+    let events = Events::default();
+    let (mut svc, mut h) = spawn(
+        builder()
+            .slow_call_duration(secs(1))
+            .slow_call_rate_threshold(0.5)
+            .count_window(4)
+            .minimum_calls(4)
+            .on_event(events.listener()),
+    );
+    calls(&mut svc, &mut h, 2, Reply::Ok);
+    for _ in 0..2 {
+        let c = start(&mut svc, &mut h);
+        advance(secs(1) + MS).await;
+        c.answer(Reply::Ok).unwrap();
+    }
+    assert_eq!(state(&svc), State::Open);
+    assert_eq!(tripped_by(&events), [Policy::SlowCallRate]);
+    let t = events.transitions().pop().unwrap();
+    assert_eq!(
+        (t.window.calls, t.window.slow_calls, t.window.failures),
+        (4, 2, 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_of_exactly_the_slow_call_duration_is_not_slow() {
+    let (mut svc, mut h) = spawn(
+        builder()
+            .slow_call_duration(secs(1))
+            .count_window(4)
+            .minimum_calls(1),
+    );
+    let c = start(&mut svc, &mut h);
+    advance(secs(1)).await;
+    c.answer(Reply::Ok).unwrap();
+    assert_eq!(snapshot(&svc).window.slow_calls, 0);
+    assert_eq!(state(&svc), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_call_rate_waits_for_minimum_calls() {
+    let (mut svc, mut h) = spawn(
+        builder()
+            .slow_call_duration(secs(1))
+            .slow_call_rate_threshold(1.0)
+            .count_window(10)
+            .minimum_calls(3),
+    );
+    for expected in [State::Closed, State::Closed, State::Open] {
+        let c = start(&mut svc, &mut h);
+        advance(secs(2)).await;
+        c.answer(Reply::Ok).unwrap();
+        assert_eq!(state(&svc), expected);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn consecutive_failures_trip_after_that_many_in_a_row() {
+    let events = Events::default();
+    let (mut svc, mut h) = spawn(
+        builder()
+            .consecutive_failures(3)
+            .on_event(events.listener()),
+    );
+    calls(&mut svc, &mut h, 2, Reply::Err);
+    calls(&mut svc, &mut h, 1, Reply::Ok);
+    calls(&mut svc, &mut h, 2, Reply::Err);
+    assert_eq!(snapshot(&svc).consecutive_failures, 2);
+    assert_eq!(state(&svc), State::Closed, "a success broke the run");
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    assert_eq!(state(&svc), State::Open);
+    assert_eq!(tripped_by(&events), [Policy::ConsecutiveFailures]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn consecutive_failures_are_not_gated_by_minimum_calls() {
+    let (mut svc, mut h) = spawn(builder().consecutive_failures(2).minimum_calls(100));
+    calls(&mut svc, &mut h, 2, Reply::Err);
+    assert_eq!(state(&svc), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn policies_that_fire_together_are_all_named() {
+    let events = Events::default();
+    let (mut svc, mut h) = spawn(
+        builder()
+            .consecutive_failures(4)
+            .failure_rate_threshold(1.0)
+            .count_window(4)
+            .minimum_calls(4)
+            .on_event(events.listener()),
+    );
+    calls(&mut svc, &mut h, 4, Reply::Err);
+    assert_eq!(
+        tripped_by(&events),
+        [Policy::FailureRate, Policy::ConsecutiveFailures]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn ignored_results_count_nowhere() {
+    let layer = builder()
+        .consecutive_failures(1)
+        .failure_rate_threshold(0.5)
+        .minimum_calls(1)
+        .classify(classify_fn(|r: &Result<Res, BoxErrorAlias>| match r {
+            Ok(_) => ResponseClass::Success,
+            Err(_) => ResponseClass::Ignored,
+        }))
+        .build()
+        .unwrap();
+    let (mut svc, mut h) = mock::spawn_layer::<Req, Res, _>(layer);
+    for _ in 0..5 {
+        assert_ready_ok!(svc.poll_ready());
+        let fut = svc.call("req");
+        let (_, send) = h.next_request().await.unwrap();
+        send.send_error("cancelled by the client");
+        assert!(fut.await.is_err(), "the error still reaches the caller");
+    }
+    let s = svc.get_ref().handle().snapshot();
+    assert_eq!(
+        (s.state, s.window.calls, s.consecutive_failures),
+        (State::Closed, 0, 0)
+    );
+}
+
+type BoxErrorAlias = watertight_core::BoxError;
+
+// ---- open and half-open --------------------------------------------------
+
+/// A breaker that trips on one failure.
+fn tripping() -> watertight_circuit_breaker::Builder {
+    builder().consecutive_failures(1)
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_rejects_until_the_open_duration_has_passed() {
+    let (mut svc, mut h) = spawn(tripping().open_duration(secs(5)));
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    assert_eq!(state(&svc), State::Open);
+    let open = start(&mut svc, &mut h).rejection();
+    assert_eq!((open.state(), open.retry_after()), (State::Open, secs(5)));
+
+    advance(secs(5) - MS).await;
+    let open = start(&mut svc, &mut h).rejection();
+    assert_eq!(open.retry_after(), MS);
+    assert_eq!(state(&svc), State::Open);
+
+    advance(MS).await;
+    let probe = start(&mut svc, &mut h);
+    assert!(probe.reached_backend(), "the probe window opened");
+    assert_eq!(state(&svc), State::HalfOpen);
+    probe.answer(Reply::Ok).unwrap();
+    assert_eq!(state(&svc), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_duration_grows_over_repeated_trips_and_starts_over_on_close() {
+    let events = Events::default();
+    let backoff = Backoff::exponential(secs(1), secs(4)).unwrap();
+    let (mut svc, mut h) = spawn(tripping().open_backoff(backoff).on_event(events.listener()));
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    let mut open_for = vec![];
+    for _ in 0..4 {
+        let d = snapshot(&svc).retry_after.unwrap();
+        open_for.push(d);
+        advance(d - MS).await;
+        assert!(!start(&mut svc, &mut h).reached_backend(), "still open");
+        advance(MS).await;
+        // The probe fails: open again, for longer.
+        assert_eq!(
+            call(&mut svc, &mut h, Reply::Err).unwrap_err().to_string(),
+            "backend failed"
+        );
+    }
+    assert_eq!(
+        open_for,
+        [secs(1), secs(2), secs(4), secs(4)],
+        "capped at max"
+    );
+    assert_eq!(snapshot(&svc).trips, 5);
+
+    let d = snapshot(&svc).retry_after.unwrap();
+    advance(d).await;
+    call(&mut svc, &mut h, Reply::Ok).unwrap();
+    assert_eq!(state(&svc), State::Closed);
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    assert_eq!(
+        snapshot(&svc).retry_after,
+        Some(secs(1)),
+        "closing starts the backoff over"
+    );
+    let opens: Vec<_> = events
+        .transitions()
+        .iter()
+        .filter_map(|t| t.open_for)
+        .collect();
+    assert_eq!(
+        opens,
+        [secs(1), secs(2), secs(4), secs(4), secs(4), secs(1)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_admits_exactly_permitted_probes_at_once() {
+    let (mut svc, mut h) = spawn(tripping().permitted_probes(3).success_threshold(3));
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    advance(secs(5)).await;
+    let probes: Vec<_> = (0..3).map(|_| start(&mut svc, &mut h)).collect();
+    assert!(probes.iter().all(InFlight::reached_backend));
+    assert_eq!(snapshot(&svc).probes_in_flight, 3);
+
+    let open = start(&mut svc, &mut h).rejection();
+    assert_eq!(
+        (open.state(), open.retry_after()),
+        (State::HalfOpen, Duration::ZERO)
+    );
+
+    let mut probes = probes.into_iter();
+    probes.next().unwrap().answer(Reply::Ok).unwrap();
+    let s = snapshot(&svc);
+    assert_eq!(
+        (s.state, s.probes_in_flight, s.probe_successes),
+        (State::HalfOpen, 2, 1)
+    );
+    let fourth = start(&mut svc, &mut h);
+    assert!(
+        fourth.reached_backend(),
+        "a returned permit admits the next probe"
+    );
+    assert!(!start(&mut svc, &mut h).reached_backend());
+    for p in probes.chain([fourth]) {
+        p.answer(Reply::Ok).unwrap();
+    }
+    assert_eq!(state(&svc), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn success_threshold_probe_successes_close_the_breaker() {
+    let (mut svc, mut h) = spawn(tripping().success_threshold(3));
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    advance(secs(5)).await;
+    for expected in [State::HalfOpen, State::HalfOpen, State::Closed] {
+        call(&mut svc, &mut h, Reply::Ok).unwrap();
+        assert_eq!(state(&svc), expected);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_probe_reopens_the_breaker() {
+    let events = Events::default();
+    let (mut svc, mut h) = spawn(tripping().success_threshold(2).on_event(events.listener()));
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    advance(secs(5)).await;
+    call(&mut svc, &mut h, Reply::Ok).unwrap();
+    call(&mut svc, &mut h, Reply::Err).unwrap_err();
+    assert_eq!(state(&svc), State::Open);
+    assert_eq!(
+        events.transitions().last().unwrap().cause,
+        Cause::ProbeFailed
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_probe_frees_its_permit_and_counts_nothing() {
+    let (mut svc, mut h) = spawn(tripping());
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    advance(secs(5)).await;
+    let probe = start(&mut svc, &mut h);
+    assert!(probe.reached_backend());
+    let before = snapshot(&svc);
+    assert_eq!(
+        (before.state, before.probes_in_flight),
+        (State::HalfOpen, 1)
+    );
+    assert!(
+        !start(&mut svc, &mut h).reached_backend(),
+        "the only permit is taken"
+    );
+
+    drop(probe);
+    let after = snapshot(&svc);
+    assert_eq!(
+        (
+            after.state,
+            after.generation,
+            after.probes_in_flight,
+            after.probe_successes
+        ),
+        (State::HalfOpen, before.generation, 0, 0),
+        "the cancelled probe counted nothing"
+    );
+    let next = start(&mut svc, &mut h);
+    assert!(next.reached_backend(), "its permit went to the next call");
+    next.answer(Reply::Ok).unwrap();
+    assert_eq!(state(&svc), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_failure_from_an_earlier_generation_does_not_reopen_a_closed_breaker() {
+    let (mut svc, mut h) = spawn(tripping());
+    let slow = start(&mut svc, &mut h);
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    assert_eq!(state(&svc), State::Open);
+    advance(secs(5)).await;
+    call(&mut svc, &mut h, Reply::Ok).unwrap();
+    assert_eq!(state(&svc), State::Closed);
+    let generation = snapshot(&svc).generation;
+
+    // Admitted before the trip, it fails now: one failure would trip a
+    // breaker of this generation.
+    slow.answer(Reply::Err).unwrap_err();
+    let s = snapshot(&svc);
+    assert_eq!((s.state, s.generation), (State::Closed, generation));
+    assert_eq!(
+        (s.consecutive_failures, s.window.calls, s.late_results),
+        (0, 0, 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_probe_failure_does_not_reopen_a_closed_breaker() {
+    let (mut svc, mut h) = spawn(tripping().permitted_probes(2));
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    advance(secs(5)).await;
+    let first = start(&mut svc, &mut h);
+    let second = start(&mut svc, &mut h);
+    first.answer(Reply::Ok).unwrap();
+    assert_eq!(state(&svc), State::Closed);
+    second.answer(Reply::Err).unwrap_err();
+    let s = snapshot(&svc);
+    assert_eq!((s.state, s.late_results), (State::Closed, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_half_open_duration_reopens_a_stuck_half_open_breaker() {
+    let events = Events::default();
+    let (mut svc, mut h) = spawn(
+        tripping()
+            .max_half_open_duration(secs(10))
+            .on_event(events.listener()),
+    );
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    advance(secs(5)).await;
+    let stuck = start(&mut svc, &mut h);
+    assert!(stuck.reached_backend());
+
+    advance(secs(10) - MS).await;
+    assert_eq!(start(&mut svc, &mut h).rejection().state(), State::HalfOpen);
+    advance(MS).await;
+    let open = start(&mut svc, &mut h).rejection();
+    assert_eq!(open.state(), State::Open);
+    assert_eq!(
+        events.transitions().last().unwrap().cause,
+        Cause::HalfOpenTimedOut
+    );
+    // The stuck probe's answer belongs to a period that is over.
+    stuck.answer(Reply::Ok).unwrap();
+    assert_eq!(state(&svc), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_that_comes_back_restarts_the_half_open_deadline() {
+    let (mut svc, mut h) = spawn(
+        tripping()
+            .success_threshold(2)
+            .max_half_open_duration(secs(10)),
+    );
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    advance(secs(5)).await;
+    let first = start(&mut svc, &mut h);
+    advance(secs(8)).await;
+    first.answer(Reply::Ok).unwrap();
+    let _second = start(&mut svc, &mut h);
+    advance(secs(9)).await;
+    assert_eq!(start(&mut svc, &mut h).rejection().state(), State::HalfOpen);
+    advance(secs(1)).await;
+    assert_eq!(start(&mut svc, &mut h).rejection().state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_max_half_open_duration_a_stuck_probe_keeps_it_half_open() {
+    let (mut svc, mut h) = spawn(tripping().max_half_open_duration(None));
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    advance(secs(5)).await;
+    let _stuck = start(&mut svc, &mut h);
+    advance(secs(3600)).await;
+    assert_eq!(start(&mut svc, &mut h).rejection().state(), State::HalfOpen);
+}
+
+// ---- backpressure --------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn backpressure_is_pending_while_open_and_woken_exactly_at_the_probe_time() {
+    let (mut svc, mut h) = spawn(tripping().mode(Mode::Backpressure).open_duration(secs(5)));
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    assert_eq!(state(&svc), State::Open);
+    assert_pending!(svc.poll_ready());
+
+    advance(secs(5) - MS).await;
+    assert!(!svc.is_woken(), "woken before the probe window opened");
+    assert_pending!(svc.poll_ready());
+    advance(MS).await;
+    assert!(svc.is_woken(), "not woken when the probe window opened");
+
+    let probe = start(&mut svc, &mut h);
+    assert!(probe.reached_backend());
+    assert_eq!(state(&svc), State::HalfOpen);
+    probe.answer(Reply::Ok).unwrap();
+    assert_eq!(state(&svc), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn backpressure_counts_no_rejection() {
+    let (mut svc, mut h) = spawn(tripping().mode(Mode::Backpressure));
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    assert_pending!(svc.poll_ready());
+    assert_pending!(svc.poll_ready());
+    assert_eq!(snapshot(&svc).rejected, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn backpressure_is_woken_when_a_probe_permit_comes_back() {
+    let (mut svc, mut h) = spawn(
+        tripping()
+            .mode(Mode::Backpressure)
+            .success_threshold(2)
+            .max_half_open_duration(None),
+    );
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    advance(secs(5)).await;
+    let probe = start(&mut svc, &mut h);
+    assert!(probe.reached_backend());
+
+    let mut other = Spawn::new(svc.get_ref().clone());
+    assert_pending!(other.poll_ready());
+    probe.answer(Reply::Ok).unwrap();
+    assert!(other.is_woken());
+    assert_ready_ok!(other.poll_ready());
+    assert_eq!(
+        snapshot(&svc).probes_in_flight,
+        1,
+        "the reservation holds a permit"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn backpressure_is_woken_when_a_probe_is_cancelled() {
+    let (mut svc, mut h) = spawn(
+        tripping()
+            .mode(Mode::Backpressure)
+            .max_half_open_duration(None),
+    );
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    advance(secs(5)).await;
+    let probe = start(&mut svc, &mut h);
+    let mut other = Spawn::new(svc.get_ref().clone());
+    assert_pending!(other.poll_ready());
+    drop(probe);
+    assert!(other.is_woken());
+    assert_ready_ok!(other.poll_ready());
+}
+
+#[tokio::test(start_paused = true)]
+async fn backpressure_is_woken_at_max_half_open_duration() {
+    let (mut svc, mut h) = spawn(
+        tripping()
+            .mode(Mode::Backpressure)
+            .open_duration(secs(5))
+            .max_half_open_duration(secs(10)),
+    );
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    advance(secs(5)).await;
+    let _stuck = start(&mut svc, &mut h);
+    let mut other = Spawn::new(svc.get_ref().clone());
+    assert_pending!(other.poll_ready());
+    advance(secs(10) - MS).await;
+    assert!(!other.is_woken());
+    advance(MS).await;
+    assert!(other.is_woken());
+    // The breaker reopens, and the service waits for the next probe time.
+    assert_pending!(other.poll_ready());
+    assert_eq!(state(&svc), State::Open);
+    advance(secs(5)).await;
+    assert!(other.is_woken());
+    assert_ready_ok!(other.poll_ready());
+}
+
+#[tokio::test(start_paused = true)]
+async fn backpressure_is_woken_by_a_manual_transition() {
+    let (mut svc, _h) = spawn(builder().mode(Mode::Backpressure));
+    let handle = handle(&svc);
+    assert!(handle.force_open());
+    assert_pending!(svc.poll_ready());
+    advance(secs(3600)).await;
+    assert!(!svc.is_woken(), "a forced-open breaker has no probe time");
+    assert!(handle.force_close());
+    assert!(svc.is_woken());
+    assert_ready_ok!(svc.poll_ready());
+}
+
+// ---- manual states -------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn forced_open_rejects_every_call_until_closed_by_hand() {
+    let events = Events::default();
+    let (mut svc, mut h) = spawn(tripping().on_event(events.listener()));
+    let handle = handle(&svc);
+    assert!(handle.force_open());
+    assert!(!handle.force_open(), "already forced open");
+    advance(secs(3600)).await;
+    let open = start(&mut svc, &mut h).rejection();
+    assert_eq!(
+        (open.state(), open.retry_after()),
+        (State::ForcedOpen, Duration::MAX)
+    );
+    assert_eq!(open.to_string(), "circuit breaker is forced open");
+    assert_eq!(snapshot(&svc).rejected, 1);
+    assert!(handle.force_close());
+    call(&mut svc, &mut h, Reply::Ok).unwrap();
+    assert_eq!(
+        events.path(),
+        [
+            (State::Closed, State::ForcedOpen),
+            (State::ForcedOpen, State::Closed)
+        ]
+    );
+    assert!(events
+        .transitions()
+        .iter()
+        .all(|t| t.cause == Cause::Manual));
+}
+
+#[tokio::test(start_paused = true)]
+async fn disabled_passes_every_call_and_records_nothing() {
+    let (mut svc, mut h) = spawn(tripping().failure_rate_threshold(0.5).minimum_calls(1));
+    let handle = handle(&svc);
+    assert!(handle.disable());
+    calls(&mut svc, &mut h, 10, Reply::Err);
+    let s = snapshot(&svc);
+    assert_eq!(
+        (s.state, s.window.calls, s.consecutive_failures),
+        (State::Disabled, 0, 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_only_records_every_call_and_never_trips() {
+    let (mut svc, mut h) = spawn(tripping().failure_rate_threshold(0.5).minimum_calls(1));
+    let handle = handle(&svc);
+    assert!(handle.metrics_only());
+    calls(&mut svc, &mut h, 10, Reply::Err);
+    let s = snapshot(&svc);
+    assert_eq!(
+        (s.state, s.window.failures, s.consecutive_failures),
+        (State::MetricsOnly, 10, 10)
+    );
+    // Closing by hand keeps what was recorded: the next failure trips.
+    assert!(handle.force_close());
+    assert_eq!(snapshot(&svc).window.failures, 10);
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    assert_eq!(state(&svc), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn force_close_from_open_starts_a_fresh_closed_period() {
+    let (mut svc, mut h) = spawn(builder().consecutive_failures(2));
+    calls(&mut svc, &mut h, 2, Reply::Err);
+    let handle = handle(&svc);
+    assert!(handle.force_close());
+    let s = snapshot(&svc);
+    assert_eq!((s.state, s.consecutive_failures), (State::Closed, 0));
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    assert_eq!(state(&svc), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reset_starts_everything_over() {
+    let events = Events::default();
+    let (mut svc, mut h) = spawn(tripping().on_event(events.listener()));
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    let _ = start(&mut svc, &mut h).rejection();
+    let handle = handle(&svc);
+    handle.reset();
+    let s = snapshot(&svc);
+    assert_eq!(
+        (s.state, s.trips, s.rejected, s.transitions, s.window.calls),
+        (State::Closed, 0, 0, 0, 0)
+    );
+    assert_eq!(events.transitions().last().unwrap().cause, Cause::Reset);
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    assert_eq!(snapshot(&svc).retry_after, Some(secs(5)));
+}
+
+// ---- events, errors, sharing ---------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn every_transition_and_rejection_is_an_event() {
+    let events = Events::default();
+    let (mut svc, mut h) = spawn(tripping().on_event(events.listener()));
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    let _ = start(&mut svc, &mut h).rejection();
+    advance(secs(5)).await;
+    call(&mut svc, &mut h, Reply::Ok).unwrap();
+    assert_eq!(
+        events.path(),
+        [
+            (State::Closed, State::Open),
+            (State::Open, State::HalfOpen),
+            (State::HalfOpen, State::Closed)
+        ]
+    );
+    let generations: Vec<_> = events.transitions().iter().map(|t| t.generation).collect();
+    assert_eq!(generations, [1, 2, 3]);
+    let causes: Vec<_> = events.transitions().iter().map(|t| t.cause).collect();
+    assert_eq!(&causes[1..], [Cause::OpenElapsed, Cause::ProbesSucceeded]);
+    let rejected: Vec<_> = events
+        .all()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Rejected(r) => Some((r.state, r.retry_after, r.name.to_string())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rejected, [(State::Open, secs(5), "test".to_owned())]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn inner_errors_pass_through_unchanged() {
+    let (mut svc, mut h) = spawn(builder());
+    let err = call(&mut svc, &mut h, Reply::Err).unwrap_err();
+    assert_eq!(err.to_string(), "backend failed");
+    assert!(open(&err).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_rejection_says_when_to_retry() {
+    let (mut svc, mut h) = spawn(tripping().open_duration(secs(30)));
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    advance(secs(10)).await;
+    let open = start(&mut svc, &mut h).rejection();
+    assert_eq!(open.retry_after(), secs(20));
+    assert_eq!(
+        open.to_string(),
+        "circuit breaker is open; next probe in 20s"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_of_a_service_share_its_breaker() {
+    let (mut svc, mut h) = spawn(tripping());
+    let mut other = Spawn::new(svc.get_ref().clone());
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    assert!(other.get_ref().handle().same_breaker(&handle(&svc)));
+    assert_ready_ok!(other.poll_ready());
+    let err = other.call("req").await.unwrap_err();
+    assert_eq!(open(&err).unwrap().state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_layer_gives_each_service_its_own_breaker_unless_shared() {
+    let layer = tripping().build().unwrap();
+    let (a, _ha) = mock::pair::<Req, Res>();
+    let (b, _hb) = mock::pair::<Req, Res>();
+    let (sa, sb) = (layer.layer(a.clone()), layer.layer(b.clone()));
+    assert!(!sa.handle().same_breaker(&sb.handle()));
+
+    let (shared, handle) = layer.shared();
+    let (sa, sb) = (shared.layer(a), shared.layer(b));
+    assert!(sa.handle().same_breaker(&sb.handle()));
+    assert!(sa.handle().same_breaker(&handle));
+}
+
+#[tokio::test(start_paused = true)]
+async fn get_ref_get_mut_and_into_inner_reach_the_inner_service() {
+    let layer = CircuitBreakerLayer::new();
+    let mut svc = layer.layer(7u32);
+    assert_eq!(*svc.get_ref(), 7);
+    *svc.get_mut() = 8;
+    assert_eq!(svc.into_inner(), 8);
+}
+
+// ---- configuration -------------------------------------------------------
+
+#[test]
+fn invalid_builder_input_is_a_typed_error_naming_the_field() {
+    use watertight_circuit_breaker::Builder;
+    let cases: Vec<(&str, Builder)> = vec![
+        ("name", CircuitBreakerLayer::builder().name("")),
+        (
+            "failure_rate_threshold",
+            CircuitBreakerLayer::builder().failure_rate_threshold(0.0),
+        ),
+        (
+            "failure_rate_threshold",
+            CircuitBreakerLayer::builder().failure_rate_threshold(1.5),
+        ),
+        (
+            "failure_rate_threshold",
+            CircuitBreakerLayer::builder().failure_rate_threshold(f64::NAN),
+        ),
+        (
+            "minimum_calls",
+            CircuitBreakerLayer::builder().minimum_calls(0),
+        ),
+        (
+            "window.size",
+            CircuitBreakerLayer::builder().count_window(0),
+        ),
+        (
+            "window.size",
+            CircuitBreakerLayer::builder().count_window(usize::MAX),
+        ),
+        (
+            "window.duration",
+            CircuitBreakerLayer::builder().time_window(Duration::ZERO, 10),
+        ),
+        (
+            "window.buckets",
+            CircuitBreakerLayer::builder().time_window(secs(10), 0),
+        ),
+        (
+            "window.buckets",
+            CircuitBreakerLayer::builder().time_window(Duration::from_nanos(5), 10),
+        ),
+        (
+            "slow_call_duration",
+            CircuitBreakerLayer::builder().slow_call_duration(Duration::ZERO),
+        ),
+        (
+            "slow_call_rate_threshold",
+            CircuitBreakerLayer::builder().slow_call_rate_threshold(-0.1),
+        ),
+        (
+            "consecutive_failures",
+            CircuitBreakerLayer::builder().consecutive_failures(0),
+        ),
+        (
+            "open_duration",
+            CircuitBreakerLayer::builder().open_duration(Duration::ZERO),
+        ),
+        (
+            "permitted_probes",
+            CircuitBreakerLayer::builder().permitted_probes(0),
+        ),
+        (
+            "permitted_probes",
+            CircuitBreakerLayer::builder().permitted_probes(70_000),
+        ),
+        (
+            "success_threshold",
+            CircuitBreakerLayer::builder().success_threshold(0),
+        ),
+        (
+            "max_half_open_duration",
+            CircuitBreakerLayer::builder().max_half_open_duration(Duration::ZERO),
+        ),
+    ];
+    for (field, builder) in cases {
+        let err = builder.build().expect_err(field);
+        assert_eq!(err.field(), field, "{err}");
+        assert!(err.to_string().contains(&format!("`{field}`")), "{err}");
+    }
+}
+
+#[test]
+fn the_defaults_are_valid_and_documented() {
+    let layer = CircuitBreakerLayer::builder().build().unwrap();
+    let c = layer.config();
+    assert_eq!(c.name, "circuit_breaker");
+    assert_eq!(c.mode, Mode::FailFast);
+    assert_eq!(c.failure_rate_threshold, Some(0.5));
+    assert_eq!(c.minimum_calls, 20);
+    assert_eq!(
+        c.window,
+        watertight_circuit_breaker::Window::Count { size: 100 }
+    );
+    assert_eq!(c.consecutive_failures, Some(5));
+    assert_eq!((c.permitted_probes, c.success_threshold), (1, 1));
+    assert_eq!(c.max_half_open_duration, Some(secs(60)));
+    assert_eq!(
+        (c.open_backoff.base(), c.open_backoff.max()),
+        (secs(5), secs(300))
+    );
+}
+
+// ---- keyed breakers --------------------------------------------------------
+
+mod keyed {
+    use super::*;
+    use std::task::Poll;
+    use tower_test::mock::Mock;
+    use watertight_circuit_breaker::error::TooManyKeys;
+    use watertight_circuit_breaker::{KeyedBuilder, KeyedCircuitBreaker};
+    use watertight_core::find_cause;
+
+    type KeyFn = fn(&Req) -> Req;
+    type Keyed = Spawn<KeyedCircuitBreaker<Mock<Req, Res>, KeyFn, Req>>;
+
+    fn by_request(req: &Req) -> Req {
+        req
+    }
+
+    fn keyed() -> KeyedBuilder<KeyFn, Req> {
+        tripping().keyed(by_request as KeyFn)
+    }
+
+    fn spawn_keyed(b: KeyedBuilder<KeyFn, Req>) -> (Keyed, MockHandle) {
+        mock::spawn_layer(b.build().unwrap())
+    }
+
+    /// One call for `key`, answered with `reply` if it reaches the backend.
+    fn call_key(
+        svc: &mut Keyed,
+        h: &mut MockHandle,
+        key: Req,
+        reply: Reply,
+    ) -> Result<Res, BoxErrorAlias> {
+        assert_ready_ok!(svc.poll_ready());
+        let mut fut = tokio_test::task::spawn(svc.call(key));
+        if let Poll::Ready(Some((req, send))) = h.poll_request() {
+            assert_eq!(req, key);
+            match reply {
+                Reply::Ok => send.send_response("ok"),
+                Reply::Err => send.send_error("backend failed"),
+            }
+        }
+        match fut.poll() {
+            Poll::Ready(r) => r,
+            Poll::Pending => panic!("the call completes"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_key_has_its_own_breaker() {
+        let (mut svc, mut h) = spawn_keyed(keyed());
+        call_key(&mut svc, &mut h, "a", Reply::Err).unwrap_err();
+        let err = call_key(&mut svc, &mut h, "a", Reply::Ok).unwrap_err();
+        assert_eq!(open(&err).unwrap().state(), State::Open);
+        call_key(&mut svc, &mut h, "b", Reply::Ok).unwrap();
+        let handle = svc.get_ref().handle();
+        assert_eq!(handle.get(&"a").unwrap().state(), State::Open);
+        assert_eq!(handle.get(&"b").unwrap().state(), State::Closed);
+        let mut keys = handle.keys();
+        keys.sort();
+        assert_eq!(keys, ["a", "b"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keyed_handles_control_each_key_alone() {
+        let (mut svc, mut h) = spawn_keyed(keyed());
+        call_key(&mut svc, &mut h, "a", Reply::Ok).unwrap();
+        call_key(&mut svc, &mut h, "b", Reply::Ok).unwrap();
+        let handle = svc.get_ref().handle();
+        assert!(handle.get(&"a").unwrap().force_open());
+        let err = call_key(&mut svc, &mut h, "a", Reply::Ok).unwrap_err();
+        assert_eq!(open(&err).unwrap().state(), State::ForcedOpen);
+        call_key(&mut svc, &mut h, "b", Reply::Ok).unwrap();
+        assert!(handle.get(&"c").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_keys_are_evicted() {
+        let (mut svc, mut h) = spawn_keyed(keyed().idle_timeout(secs(60)));
+        let handle = svc.get_ref().handle();
+        call_key(&mut svc, &mut h, "a", Reply::Ok).unwrap();
+        call_key(&mut svc, &mut h, "b", Reply::Err).unwrap_err();
+        assert_eq!(handle.get(&"b").unwrap().state(), State::Open);
+        advance(secs(30)).await;
+        call_key(&mut svc, &mut h, "a", Reply::Ok).unwrap();
+        advance(secs(31)).await;
+        // `b` has been idle for 61 s, `a` for 31 s.
+        call_key(&mut svc, &mut h, "c", Reply::Ok).unwrap();
+        let mut keys = handle.keys();
+        keys.sort();
+        assert_eq!(keys, ["a", "c"]);
+        // A new breaker for `b`, closed.
+        call_key(&mut svc, &mut h, "b", Reply::Ok).unwrap();
+        assert_eq!(handle.get(&"b").unwrap().state(), State::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_key_past_the_cap_is_refused_with_too_many_keys() {
+        let (mut svc, mut h) = spawn_keyed(keyed().max_keys(2).idle_timeout(secs(60)));
+        call_key(&mut svc, &mut h, "a", Reply::Ok).unwrap();
+        call_key(&mut svc, &mut h, "b", Reply::Ok).unwrap();
+        let err = call_key(&mut svc, &mut h, "c", Reply::Ok).unwrap_err();
+        let refused = find_cause::<TooManyKeys>(&*err).expect("typed error");
+        assert_eq!(refused.max_keys(), 2);
+        assert_eq!(
+            err.to_string(),
+            "keyed circuit breaker holds its maximum of 2 keys"
+        );
+        // Known keys still pass.
+        call_key(&mut svc, &mut h, "a", Reply::Ok).unwrap();
+
+        advance(secs(60)).await;
+        call_key(&mut svc, &mut h, "c", Reply::Ok).unwrap();
+        assert_eq!(svc.get_ref().handle().len(), 1, "both idle keys made room");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_in_a_manual_state_are_never_evicted() {
+        let (mut svc, mut h) = spawn_keyed(keyed().max_keys(1).idle_timeout(secs(60)));
+        call_key(&mut svc, &mut h, "a", Reply::Ok).unwrap();
+        let handle = svc.get_ref().handle();
+        handle.get(&"a").unwrap().force_open();
+        advance(secs(3600)).await;
+        assert_eq!(handle.evict_idle(), 0);
+        let err = call_key(&mut svc, &mut h, "b", Reply::Ok).unwrap_err();
+        assert!(find_cause::<TooManyKeys>(&*err).is_some());
+        handle.get(&"a").unwrap().force_close();
+        assert_eq!(handle.evict_idle(), 1);
+        call_key(&mut svc, &mut h, "b", Reply::Ok).unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keyed_events_name_the_key() {
+        let events = Events::default();
+        let (mut svc, mut h) = spawn_keyed(
+            tripping()
+                .on_event(events.listener())
+                .keyed(by_request as KeyFn),
+        );
+        call_key(&mut svc, &mut h, "tenant-7", Reply::Err).unwrap_err();
+        let t = events.transitions().pop().unwrap();
+        assert_eq!((t.key.as_deref(), t.to), (Some("tenant-7"), State::Open));
+    }
+
+    #[test]
+    fn invalid_keyed_input_is_a_typed_error_naming_the_field() {
+        let cases = [
+            (
+                "mode",
+                tripping()
+                    .mode(Mode::Backpressure)
+                    .keyed(by_request as KeyFn),
+            ),
+            ("max_keys", keyed().max_keys(0)),
+            ("idle_timeout", keyed().idle_timeout(Duration::ZERO)),
+            (
+                "minimum_calls",
+                tripping().minimum_calls(0).keyed(by_request as KeyFn),
+            ),
+        ];
+        for (field, b) in cases {
+            assert_eq!(b.build().unwrap_err().field(), field);
+        }
+    }
+}
