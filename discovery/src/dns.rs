@@ -11,10 +11,12 @@
 //!
 //! # Kubernetes
 //!
-//! A headless Service (`clusterIP: None`) publishes one A record per ready
-//! pod and, for each named port, an SRV record per pod:
+//! This source is the way to discover the pods of a Kubernetes headless
+//! Service (`clusterIP: None`). Cluster DNS publishes one A record per ready
+//! pod and, for each named port, an SRV record per pod named
+//! `_<port name>._<protocol>.<service>.<namespace>.svc.<cluster domain>.`:
 //!
-//! ```no_run
+//! ```
 //! use watertight_discovery::Dns;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -278,6 +280,10 @@ impl DnsBuilder {
 }
 
 /// A source of endpoints from DNS records; see the [module docs](self).
+///
+/// This is the way to discover the pods of a Kubernetes headless Service:
+/// [`Dns::srv`] on `_<port name>._<protocol>.<service>.<namespace>.svc.<cluster
+/// domain>.`, e.g. `_http._tcp.api.shop.svc.cluster.local.`.
 pub struct Dns {
     query: Query,
     inner: BoxSource,
@@ -301,6 +307,11 @@ impl Dns {
 
     /// The SRV records of `name` (`_service._proto.domain`), as endpoints
     /// with the records' ports, priorities and weights.
+    ///
+    /// For a Kubernetes headless Service, the name is
+    /// `_<port name>._<protocol>.<service>.<namespace>.svc.<cluster domain>.`:
+    /// port `http` of Service `api` in namespace `shop` is
+    /// `_http._tcp.api.shop.svc.cluster.local.`, one record per ready pod.
     pub fn srv(name: impl Into<String>) -> DnsBuilder {
         DnsBuilder::new(Query::Srv { name: name.into() })
     }

@@ -224,6 +224,57 @@ async fn a_changed_record_is_picked_up_after_its_ttl() {
 }
 
 #[tokio::test]
+async fn a_changed_srv_record_is_picked_up_after_its_ttl() {
+    // A headless Service's pods as SRV records: one pod is replaced by
+    // another with a different port.
+    let ttl = 1;
+    let dns = TestDns::start().await;
+    dns.a("pod-1.api.svc.test.", ttl, &[[10, 1, 0, 1]]).await;
+    dns.a("pod-2.api.svc.test.", ttl, &[[10, 1, 0, 2]]).await;
+    dns.a("pod-3.api.svc.test.", ttl, &[[10, 1, 0, 3]]).await;
+    let srv = |port, target: &str| RData::SRV(SRV::new(0, 10, port, name(target)));
+    dns.set(
+        "_http._tcp.api.svc.test.",
+        RecordType::SRV,
+        ttl,
+        vec![
+            srv(8080, "pod-1.api.svc.test."),
+            srv(8080, "pod-2.api.svc.test."),
+        ],
+    )
+    .await;
+    let mut source = Dns::srv("_http._tcp.api.svc.test.")
+        .nameserver(dns.addr)
+        .min_refresh(Duration::from_millis(100))
+        .seed(3)
+        .build()
+        .unwrap();
+    assert_eq!(
+        reset_ids(&next(&mut source).await.unwrap()),
+        ["10.1.0.1:8080", "10.1.0.2:8080"]
+    );
+    let answered = Instant::now();
+
+    dns.set(
+        "_http._tcp.api.svc.test.",
+        RecordType::SRV,
+        ttl,
+        vec![
+            srv(8080, "pod-1.api.svc.test."),
+            srv(9090, "pod-3.api.svc.test."),
+        ],
+    )
+    .await;
+    let change = next(&mut source).await.unwrap();
+    let elapsed = answered.elapsed();
+    assert_eq!(reset_ids(&change), ["10.1.0.1:8080", "10.1.0.3:9090"]);
+    assert!(
+        elapsed >= Duration::from_secs(ttl.into()),
+        "re-queried after {elapsed:?}, before the {ttl} s TTL ran out"
+    );
+}
+
+#[tokio::test]
 async fn max_refresh_bounds_a_long_ttl() {
     let dns = TestDns::start().await;
     dns.a("api.svc.test.", 3600, &[[10, 0, 0, 1]]).await;
