@@ -54,7 +54,7 @@ use watertight_core::{Change, Endpoint};
 use crate::driver::{self, BoxSource, Driver};
 use crate::error::{Backend, ConfigError, InvalidFile};
 use crate::set::{self, Set};
-use crate::wire::WireEndpoint;
+use crate::wire::{path_of, WireEndpoint};
 use crate::Error;
 
 const TARGET: &str = "watertight_discovery";
@@ -147,14 +147,6 @@ impl Format {
     }
 }
 
-/// The path to the failing value, or `None` at the root.
-fn path_of(path: &serde_path_to_error::Path) -> Option<String> {
-    path.iter().next()?;
-    let s = path.to_string();
-    // A root-level list is written `[2]`; the crate renders it `?[2]`.
-    Some(s.trim_start_matches(['?', '.']).to_owned())
-}
-
 /// serde names the field in messages like "missing field `addr`" or
 /// "unknown field `wieght`", and the endpoint model validates with
 /// "field `weight`: …", at the path of the endpoint; add the field to the
@@ -183,9 +175,15 @@ fn strip_json_position(e: &serde_json::Error) -> String {
 
 fn strip_yaml_position(e: &serde_norway::Error) -> String {
     let s = e.to_string();
-    match s.find(" at line ") {
-        Some(i) => s[..i].to_owned(),
-        None => s,
+    let s = match s.find(" at line ") {
+        Some(i) => &s[..i],
+        None => &s[..],
+    };
+    // The message starts with the path (`.[1].weight: `) below the root;
+    // the error names the field separately.
+    match s.split_once(": ") {
+        Some((path, rest)) if path.starts_with('.') && !path.contains(' ') => rest.to_owned(),
+        _ => s.to_owned(),
     }
 }
 
@@ -650,5 +648,53 @@ priority = 1
         );
         assert_eq!(e.field(), Some("[1].weight"), "{e}");
         assert_eq!(e.line(), Some(3), "{e}");
+    }
+
+    #[test]
+    fn syntax_and_shape_errors_read_plainly() {
+        // (format, text, field, message contains)
+        let cases = [
+            (Format::Json, "{not json", None, "key must be a string"),
+            (
+                Format::Json,
+                "[{\"addr\": \"x:1\"}, {not",
+                Some("[1]"),
+                "key must be a string",
+            ),
+            (
+                Format::Json,
+                "[[\"10.0.0.1:80\"]]",
+                Some("[0]"),
+                "invalid type: sequence, expected an endpoint",
+            ),
+            (
+                Format::Yaml,
+                "- [a]\n",
+                Some("[0]"),
+                "invalid type: sequence, expected an endpoint",
+            ),
+            (
+                Format::Toml,
+                "endpoints = [1]\n",
+                Some("endpoints[0]"),
+                "invalid type: integer `1`, expected an endpoint",
+            ),
+            (
+                Format::Json,
+                "{\"endpoints\": 3}",
+                Some("endpoints"),
+                "expected a sequence",
+            ),
+        ];
+        for (format, text, field, message) in cases {
+            let e = err(format, text);
+            assert_eq!(e.field(), field, "{text:?}: {e}");
+            assert!(e.message().contains(message), "{text:?}: {e}");
+            let shown = e.to_string();
+            assert!(
+                !shown.contains("Fields") && !shown.contains('?') && !shown.contains(": .["),
+                "{text:?}: {shown}"
+            );
+        }
     }
 }

@@ -34,9 +34,44 @@ struct Fields {
     health: Health,
 }
 
+/// The path to the failing value (`endpoints[2].weight`), as far as it is
+/// known, or `None` at the root.
+pub(crate) fn path_of(path: &serde_path_to_error::Path) -> Option<String> {
+    use serde_path_to_error::Segment;
+    let mut s = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => s.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(key);
+            }
+            // A key that did not parse: the path ends where it was.
+            Segment::Unknown => break,
+        }
+    }
+    (!s.is_empty()).then_some(s)
+}
+
 impl<'de> Deserialize<'de> for WireEndpoint {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let f = Fields::deserialize(d)?;
+        // Only a map: a derived struct would also take a list of its fields
+        // in order, and name itself in errors.
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Fields;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an endpoint: a table with at least `addr`")
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Fields, A::Error> {
+                Fields::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        let f = d.deserialize_map(V)?;
         let mut e = Endpoint::new(f.addr.0);
         if let Some(id) = f.id {
             e.id = id.0.into();

@@ -82,12 +82,11 @@ async fn connect(
 fn decode(value: &[u8]) -> Result<Endpoint, String> {
     let mut de = serde_json::Deserializer::from_slice(value);
     let wire: WireEndpoint = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
+        let path = crate::wire::path_of(e.path());
         let inner = e.into_inner();
-        if path == "." {
-            inner.to_string()
-        } else {
-            format!("field `{path}`: {inner}")
+        match path {
+            Some(path) => format!("field `{path}`: {inner}"),
+            None => inner.to_string(),
         }
     })?;
     de.end().map_err(|e| e.to_string())?;
@@ -97,4 +96,27 @@ fn decode(value: &[u8]) -> Result<Endpoint, String> {
 /// The JSON value of an endpoint.
 fn encode(e: &Endpoint) -> String {
     serde_json::to_string(e).expect("an endpoint serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_errors_name_the_field_and_the_problem() {
+        for (value, want) in [
+            (&b"{not json"[..], "key must be a string"),
+            (b"[]", "invalid type: sequence, expected an endpoint"),
+            (br#"{"addr":"10.0.0.1:80","weight":0}"#, "field `weight`"),
+            (br#"{"addr":"nowhere"}"#, "field `addr`"),
+            (br#"{"weight":3}"#, "missing field `addr`"),
+            (br#"{"addr":"10.0.0.1:80"} trailing"#, "trailing"),
+        ] {
+            let e = decode(value).unwrap_err();
+            assert!(!e.contains("Fields") && !e.contains('?'), "{e}");
+            assert!(e.contains(want), "{e}");
+        }
+        let e = decode(br#"{"addr":"10.0.0.1:80","weight":5}"#).unwrap();
+        assert_eq!(e.weight, 5);
+    }
 }
