@@ -453,6 +453,43 @@ async fn a_registration_cut_off_past_its_ttl_registers_again() {
     assert!(r.is_registered());
 }
 
+#[tokio::test]
+async fn registration_errors_name_the_field_or_the_key() {
+    use watertight_discovery::error::ConfigError;
+    // Nothing listens on port 1: a connection attempt would be a backend
+    // error, not a configuration error.
+    let field = |r: Result<Registration, watertight_core::BoxError>| {
+        let e = r.unwrap_err();
+        e.downcast_ref::<ConfigError>()
+            .unwrap_or_else(|| panic!("not a configuration error: {e}"))
+            .field()
+    };
+    let me = ep("10.0.4.1:80");
+    let r = Registration::builder(Vec::<String>::new(), PREFIX, me.clone())
+        .register()
+        .await;
+    assert_eq!(field(r), "endpoints");
+    let r = Registration::builder(["http://127.0.0.1:1"], "", me.clone())
+        .register()
+        .await;
+    assert_eq!(field(r), "prefix");
+    let r = Registration::builder(["http://127.0.0.1:1"], PREFIX, me.clone())
+        .ttl(Duration::ZERO)
+        .register()
+        .await;
+    assert_eq!(field(r), "ttl");
+
+    // A valid configuration against no etcd: a backend error naming the key.
+    let e = Registration::builder(["http://127.0.0.1:1"], PREFIX, me)
+        .register()
+        .await
+        .unwrap_err();
+    let backend = e
+        .downcast_ref::<watertight_discovery::error::Backend>()
+        .unwrap_or_else(|| panic!("not a backend error: {e}"));
+    assert_eq!(backend.target(), "/services/api/10.0.4.1:80");
+}
+
 #[test]
 fn invalid_configuration_names_the_field() {
     let e = Etcd::builder(Vec::<String>::new(), PREFIX)
