@@ -76,7 +76,10 @@ impl ProbeGate {
     /// Starts a new period for `generation`: no probe in flight, no success.
     /// Permits of earlier generations no longer count.
     pub fn reset(&self, generation: u64) {
-        self.word.store(pack(tag(generation), 0, 0), Release);
+        // A swap rather than a store: as a read-modify-write it is ordered
+        // with the permits' compare-and-swaps on the same word, so a release
+        // that read the old period cannot land after the new one begins.
+        self.word.swap(pack(tag(generation), 0, 0), AcqRel);
     }
 
     /// Takes a permit for `generation`, if the gate belongs to it and fewer

@@ -1,5 +1,6 @@
 //! The circuit breaker, driven through `tower_test::mock` in paused time.
 
+mod model;
 mod support;
 
 use std::time::Duration;
@@ -1115,5 +1116,162 @@ mod keyed {
         for (field, b) in cases {
             assert_eq!(b.build().unwrap_err().field(), field);
         }
+    }
+}
+
+// ---- serde configuration ---------------------------------------------------
+
+#[cfg(feature = "serde")]
+mod serde_config {
+    use super::*;
+    use watertight_circuit_breaker::{Config, Window};
+    use watertight_core::backoff::BackoffKind;
+
+    #[test]
+    fn a_full_toml_configuration_reads_into_config() {
+        let c: Config = toml::from_str(
+            r#"
+            name = "payments"
+            mode = "backpressure"
+            failure_rate_threshold = 0.25
+            minimum_calls = 10
+            window = { kind = "time", duration = "60s", buckets = 60 }
+            slow_call_duration = "2s"
+            slow_call_rate_threshold = 0.8
+            consecutive_failures = false
+            open_backoff = { kind = "equal_jitter", base = "1s", max = "30s" }
+            permitted_probes = 3
+            success_threshold = 2
+            max_half_open_duration = false
+            seed = 42
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.name, "payments");
+        assert_eq!(c.mode, Mode::Backpressure);
+        assert_eq!(c.failure_rate_threshold, Some(0.25));
+        assert_eq!(c.minimum_calls, 10);
+        assert_eq!(
+            c.window,
+            Window::Time {
+                duration: secs(60),
+                buckets: 60
+            }
+        );
+        assert_eq!(c.slow_call_duration, Some(secs(2)));
+        assert_eq!(c.slow_call_rate_threshold, 0.8);
+        assert_eq!(c.consecutive_failures, None);
+        assert_eq!(
+            (
+                c.open_backoff.kind(),
+                c.open_backoff.base(),
+                c.open_backoff.max()
+            ),
+            (BackoffKind::EqualJitter, secs(1), secs(30))
+        );
+        assert_eq!((c.permitted_probes, c.success_threshold), (3, 2));
+        assert_eq!(c.max_half_open_duration, None);
+        assert_eq!(c.seed, Some(42));
+        let layer = CircuitBreakerLayer::from_config(c).unwrap();
+        assert_eq!(layer.config().name, "payments");
+    }
+
+    #[test]
+    fn an_empty_toml_configuration_is_the_default() {
+        let c: Config = toml::from_str("").unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn open_duration_is_a_constant_backoff() {
+        let c: Config = toml::from_str(r#"open_duration = "30s""#).unwrap();
+        assert_eq!(
+            (c.open_backoff.kind(), c.open_backoff.base()),
+            (BackoffKind::Constant, secs(30))
+        );
+    }
+
+    #[test]
+    fn a_configuration_round_trips_through_toml() {
+        let mut c = Config::default();
+        c.name = "inventory".to_owned();
+        c.slow_call_duration = Some(Duration::from_millis(1500));
+        c.consecutive_failures = None;
+        c.window = Window::Time {
+            duration: secs(30),
+            buckets: 10,
+        };
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(toml::from_str::<Config>(&text).unwrap(), c, "{text}");
+    }
+
+    #[test]
+    fn invalid_toml_configuration_is_an_error_naming_the_field() {
+        let cases = [
+            ("minimum_calls = 0", "`minimum_calls`"),
+            ("failure_rate_threshold = 1.5", "`failure_rate_threshold`"),
+            ("failure_rate_threshold = true", "failure_rate_threshold"),
+            ("slow_call_rate_threshold = 0", "`slow_call_rate_threshold`"),
+            ("consecutive_failures = 0", "`consecutive_failures`"),
+            ("consecutive_failures = -3", "consecutive_failures"),
+            ("permitted_probes = 0", "`permitted_probes`"),
+            ("success_threshold = 70000", "`success_threshold`"),
+            ("name = \"\"", "`name`"),
+            ("mode = \"sometimes\"", "mode"),
+            ("window = { kind = \"count\", size = 0 }", "`window.size`"),
+            (
+                "window = { kind = \"time\", duration = \"0s\", buckets = 10 }",
+                "`window.duration`",
+            ),
+            (
+                "window = { kind = \"time\", duration = \"10s\", buckets = 0 }",
+                "`window.buckets`",
+            ),
+            (
+                "window = { kind = \"count\", size = 10, buckets = 3 }",
+                "buckets",
+            ),
+            ("slow_call_duration = \"soon\"", "slow_call_duration"),
+            ("slow_call_duration = \"0s\"", "`slow_call_duration`"),
+            (
+                "max_half_open_duration = \"0s\"",
+                "`max_half_open_duration`",
+            ),
+            ("open_duration = \"0s\"", "`open_duration`"),
+            (
+                "open_duration = \"5s\"\nopen_backoff = { kind = \"constant\", base = \"5s\" }",
+                "`open_duration`",
+            ),
+            (
+                "open_backoff = { kind = \"exponential\", base = \"0s\", max = \"1s\" }",
+                "`open_backoff.base`",
+            ),
+            (
+                "open_backoff = { kind = \"exponential\", base = \"5s\", max = \"1s\" }",
+                "`open_backoff.max`",
+            ),
+            (
+                "open_backoff = { kind = \"exponential\", base = \"5s\" }",
+                "`open_backoff.max`",
+            ),
+            ("minimun_calls = 3", "minimun_calls"),
+        ];
+        for (text, field) in cases {
+            let err = toml::from_str::<Config>(text).expect_err(text).to_string();
+            assert!(err.contains(field), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn json_configuration_reads_too() {
+        let c: Config =
+            serde_json::from_str(r#"{"name": "search", "window": {"kind": "count", "size": 50}}"#)
+                .unwrap();
+        assert_eq!(
+            (c.name.as_str(), c.window),
+            ("search", Window::Count { size: 50 })
+        );
+        let err = serde_json::from_str::<Config>(r#"{"minimum_calls": 0}"#).unwrap_err();
+        assert!(err.to_string().contains("`minimum_calls`"), "{err}");
     }
 }

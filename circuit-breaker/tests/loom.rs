@@ -46,7 +46,11 @@ fn each_success_is_counted_once() {
             .collect();
         let mut counts: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
         counts.sort();
-        assert_eq!(counts, [Some(1), Some(2)], "exactly one probe saw the threshold");
+        assert_eq!(
+            counts,
+            [Some(1), Some(2)],
+            "exactly one probe saw the threshold"
+        );
         assert_eq!((gate.in_flight(), gate.successes()), (0, 2));
     });
 }
@@ -84,8 +88,43 @@ fn a_permit_of_an_earlier_period_never_frees_one_of_the_next() {
         // counts nothing in it.
         assert!(late.is_none() || late == Some(1));
         assert_eq!((gate.in_flight(), gate.successes()), (1, 0));
-        assert!(gate.acquire(2).is_none(), "the new period's only permit is held");
+        assert!(
+            gate.acquire(2).is_none(),
+            "the new period's only permit is held"
+        );
         drop(held);
         assert_eq!(gate.in_flight(), 0);
+    });
+}
+
+#[test]
+fn probes_racing_a_new_period_leave_it_clean() {
+    loom::model(|| {
+        let gate = Arc::new(ProbeGate::new(1));
+        gate.reset(1);
+        let probes: Vec<_> = (0..2)
+            .map(|i| {
+                let gate = gate.clone();
+                thread::spawn(move || {
+                    if let Some(p) = gate.acquire(1) {
+                        if i == 0 {
+                            let _ = p.succeed();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let g = gate.clone();
+        let reset = thread::spawn(move || g.reset(2));
+        for t in probes {
+            t.join().unwrap();
+        }
+        reset.join().unwrap();
+        // Whatever the interleaving, the new period starts with no probe in
+        // flight and no success.
+        assert_eq!((gate.in_flight(), gate.successes()), (0, 0));
+        let p = gate.acquire(2).expect("the new period's permit is free");
+        assert!(gate.acquire(2).is_none());
+        drop(p);
     });
 }

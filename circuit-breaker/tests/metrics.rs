@@ -1,0 +1,187 @@
+//! The metrics a breaker emits, read back through `metrics-util`'s
+//! debugging recorder. A binary of its own: the recorder is global.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use tokio::time::advance;
+use tokio_test::assert_ready_ok;
+use tower_test::mock;
+use watertight_circuit_breaker::{KeyedCircuitBreakerLayer, State};
+
+use support::*;
+
+/// Every metric of the snapshot as `name{label=value,...}` (labels sorted)
+/// to its value. Counters are what was added since the last snapshot.
+fn read(s: &Snapshotter) -> HashMap<String, f64> {
+    s.snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let mut labels: Vec<_> = key
+                .key()
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            labels.sort();
+            let name = format!("{}{{{}}}", key.key().name(), labels.join(","));
+            let value = match value {
+                DebugValue::Counter(c) => c as f64,
+                DebugValue::Gauge(g) => g.into_inner(),
+                DebugValue::Histogram(h) => h.len() as f64,
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+fn get(m: &HashMap<String, f64>, key: &str) -> f64 {
+    *m.get(key)
+        .unwrap_or_else(|| panic!("no metric {key} in {:#?}", m.keys().collect::<Vec<_>>()))
+}
+
+#[tokio::test(start_paused = true)]
+async fn breakers_report_state_calls_rejections_transitions_and_keys() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder
+        .install()
+        .expect("the only recorder of this binary");
+
+    let (mut svc, mut h) = spawn(builder().name("orders").consecutive_failures(2));
+    let m = read(&snapshotter);
+    assert_eq!(
+        get(&m, "watertight_circuit_breaker_state{name=orders}"),
+        0.0
+    );
+    for outcome in [
+        "success",
+        "failure",
+        "slow_success",
+        "slow_failure",
+        "ignored",
+    ] {
+        let key =
+            format!("watertight_circuit_breaker_calls_total{{name=orders,outcome={outcome}}}");
+        assert_eq!(get(&m, &key), 0.0, "registered at construction");
+    }
+    assert_eq!(
+        get(&m, "watertight_circuit_breaker_rejected_total{name=orders}"),
+        0.0
+    );
+
+    calls(&mut svc, &mut h, 3, Reply::Ok);
+    calls(&mut svc, &mut h, 2, Reply::Err);
+    let _ = start(&mut svc, &mut h).rejection();
+    let _ = start(&mut svc, &mut h).rejection();
+    let m = read(&snapshotter);
+    assert_eq!(
+        get(&m, "watertight_circuit_breaker_state{name=orders}"),
+        f64::from(State::Open.code())
+    );
+    assert_eq!(
+        get(
+            &m,
+            "watertight_circuit_breaker_calls_total{name=orders,outcome=success}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "watertight_circuit_breaker_calls_total{name=orders,outcome=failure}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        get(&m, "watertight_circuit_breaker_rejected_total{name=orders}"),
+        2.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "watertight_circuit_breaker_transitions_total{from=closed,name=orders,to=open}"
+        ),
+        1.0
+    );
+
+    advance(Duration::from_secs(5)).await;
+    let probe = start(&mut svc, &mut h);
+    let m = read(&snapshotter);
+    assert_eq!(
+        get(&m, "watertight_circuit_breaker_state{name=orders}"),
+        2.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "watertight_circuit_breaker_transitions_total{from=open,name=orders,to=half_open}"
+        ),
+        1.0
+    );
+    probe.answer(Reply::Ok).unwrap();
+    let m = read(&snapshotter);
+    assert_eq!(
+        get(
+            &m,
+            "watertight_circuit_breaker_calls_total{name=orders,outcome=success}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "watertight_circuit_breaker_transitions_total{from=half_open,name=orders,to=closed}"
+        ),
+        1.0
+    );
+
+    // Keyed breakers: one series per key, and the key count.
+    let layer: KeyedCircuitBreakerLayer<_, &'static str> = builder()
+        .name("tenants")
+        .keyed(|req: &&'static str| *req)
+        .max_keys(1)
+        .build()
+        .unwrap();
+    let (mut keyed, mut kh) = mock::spawn_layer::<Req, Res, _>(layer);
+    let m = read(&snapshotter);
+    assert_eq!(
+        get(&m, "watertight_circuit_breaker_keys{name=tenants}"),
+        0.0
+    );
+    assert_ready_ok!(keyed.poll_ready());
+    let fut = keyed.call("acme");
+    kh.next_request().await.unwrap().1.send_response("ok");
+    fut.await.unwrap();
+    assert_ready_ok!(keyed.poll_ready());
+    keyed.call("globex").await.unwrap_err();
+    let m = read(&snapshotter);
+    assert_eq!(
+        get(&m, "watertight_circuit_breaker_keys{name=tenants}"),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "watertight_circuit_breaker_keys_refused_total{name=tenants}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "watertight_circuit_breaker_calls_total{key=acme,name=tenants,outcome=success}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "watertight_circuit_breaker_state{key=acme,name=tenants}"
+        ),
+        0.0
+    );
+}
