@@ -482,12 +482,29 @@ impl DnsDriver {
 
     /// The wait before the next refresh after a TTL of `ttl` seconds.
     fn refresh_after(&mut self, ttl: Option<u32>) -> Duration {
-        let base = ttl
-            .map_or(self.min_refresh, |t| Duration::from_secs(u64::from(t)))
-            .clamp(self.min_refresh, self.max_refresh);
-        let extra = base.mul_f64(self.jitter * self.rng.random::<f64>());
-        base + extra
+        refresh_wait(
+            ttl,
+            self.min_refresh,
+            self.max_refresh,
+            self.jitter,
+            &mut self.rng,
+        )
     }
+}
+
+/// The TTL (or `min` without one) bounded by `min` and `max`, plus up to
+/// `jitter` of it at random.
+fn refresh_wait(
+    ttl: Option<u32>,
+    min: Duration,
+    max: Duration,
+    jitter: f64,
+    rng: &mut SmallRng,
+) -> Duration {
+    let base = ttl
+        .map_or(min, |t| Duration::from_secs(u64::from(t)))
+        .clamp(min, max);
+    base + base.mul_f64(jitter * rng.random::<f64>())
 }
 
 fn no_records(e: NetError) -> Answer {
@@ -528,6 +545,40 @@ impl Driver for DnsDriver {
                     return Ok(Change::Reset(list));
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refresh_wait_is_the_bounded_ttl_plus_jitter() {
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(30));
+        let mut rng = SmallRng::seed_from_u64(1);
+        for (ttl, base) in [
+            (Some(5), 5),
+            (Some(0), 1),
+            (None, 1),
+            (Some(3600), 30),
+            (Some(u32::MAX), 30),
+        ] {
+            let base = Duration::from_secs(base);
+            let waits: Vec<Duration> = (0..100)
+                .map(|_| refresh_wait(ttl, min, max, 0.1, &mut rng))
+                .collect();
+            for w in &waits {
+                assert!(*w >= base && *w <= base.mul_f64(1.1), "{ttl:?}: {w:?}");
+            }
+            // Spread, so clients that started together drift apart.
+            let spread = *waits.iter().max().unwrap() - *waits.iter().min().unwrap();
+            assert!(spread > base.mul_f64(0.05), "{ttl:?}: spread {spread:?}");
+            assert_eq!(
+                refresh_wait(ttl, min, max, 0.0, &mut rng),
+                base,
+                "no jitter"
+            );
         }
     }
 }

@@ -143,7 +143,7 @@ async fn tower_p2c_balances_over_a_guarded_source() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn static_yields_its_list_once_and_never_ends() {
     let mut s = Static::new([ep("10.0.0.1:80")]);
     assert_eq!(
@@ -151,7 +151,7 @@ async fn static_yields_its_list_once_and_never_ends() {
         Change::Reset(vec![ep("10.0.0.1:80")])
     );
     assert!(
-        tokio::time::timeout(Duration::from_millis(20), s.next())
+        tokio::time::timeout(Duration::from_secs(3600), s.next())
             .await
             .is_err(),
         "a static set stays pending rather than ending"
