@@ -217,12 +217,9 @@ impl Experiment {
     /// not know, and [`ExperimentError::Invalid`] naming the field for
     /// anything else (syntax, types, rules of [`validate`](Self::validate)).
     pub fn from_json(json: &[u8]) -> Result<Experiment, ExperimentError> {
-        let mut de = serde_json::Deserializer::from_slice(json);
-        let raw: wire::RawExperiment =
-            serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
-        de.end()
-            .map_err(|e| InvalidExperiment::new(".", e.to_string()))?;
-        raw.into_experiment()
+        let value: serde_json::Value =
+            serde_json::from_slice(json).map_err(|e| InvalidExperiment::new(".", e.to_string()))?;
+        Self::from_value(value)
     }
 
     /// Reads an experiment from TOML.
@@ -233,9 +230,18 @@ impl Experiment {
     #[cfg(feature = "toml")]
     #[cfg_attr(docsrs, doc(cfg(feature = "toml")))]
     pub fn from_toml(text: &str) -> Result<Experiment, ExperimentError> {
-        let de = toml::Deserializer::parse(text)
-            .map_err(|e| InvalidExperiment::new(".", e.message().to_owned()))?;
-        let raw: wire::RawExperiment = serde_path_to_error::deserialize(de).map_err(path_error)?;
+        let value: serde_json::Value =
+            toml::from_str(text).map_err(|e| InvalidExperiment::new(".", e.to_string()))?;
+        Self::from_value(value)
+    }
+
+    /// Reads an experiment from a JSON value: checks that objects stand
+    /// where objects belong (serde would read a struct from an array),
+    /// then reads it naming the field of any error.
+    fn from_value(value: serde_json::Value) -> Result<Experiment, ExperimentError> {
+        check_shape(&value)?;
+        let raw: wire::RawExperiment =
+            serde_path_to_error::deserialize(value).map_err(path_error)?;
         raw.into_experiment()
     }
 
@@ -303,6 +309,33 @@ impl Experiment {
         }
         Ok(())
     }
+}
+
+fn check_shape(value: &serde_json::Value) -> Result<(), InvalidExperiment> {
+    use serde_json::Value;
+    let object = |v: Option<&Value>, field: &str| match v {
+        None | Some(Value::Null | Value::Object(_)) => Ok(()),
+        Some(_) => Err(InvalidExperiment::new(field, "must be an object")),
+    };
+    let Value::Object(top) = value else {
+        return Err(InvalidExperiment::new(
+            ".",
+            "an experiment must be an object",
+        ));
+    };
+    object(top.get("target"), "target")?;
+    object(top.get("abort_when"), "abort_when")?;
+    if let Some(Value::Array(faults)) = top.get("faults") {
+        for (i, f) in faults.iter().enumerate() {
+            if !f.is_object() {
+                return Err(InvalidExperiment::new(
+                    format!("faults[{i}]"),
+                    "must be an object with a `type`",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn path_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> ExperimentError {

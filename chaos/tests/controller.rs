@@ -35,7 +35,7 @@ fn flaky(
         let i = n.fetch_add(1, Ordering::Relaxed) + 1;
         async move {
             tokio::time::sleep(latency).await;
-            if i % every == 0 {
+            if i.is_multiple_of(every) {
                 Err::<usize, BoxError>("backend failed".into())
             } else {
                 Ok(0)
