@@ -169,10 +169,9 @@ impl Admin {
         })
     }
 
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), Response> {
-        let Some(token) = &self.token else {
-            return Ok(());
-        };
+    /// The refusal of a mutating call, if it is refused.
+    fn refuse(&self, headers: &HeaderMap) -> Option<Response> {
+        let token = self.token.as_ref()?;
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -191,10 +190,10 @@ impl Admin {
                     header::WWW_AUTHENTICATE,
                     header::HeaderValue::from_static("Bearer"),
                 );
-                Err(res)
+                Some(res)
             }
-            Some(t) if constant_time_eq(t.as_bytes(), token.as_bytes()) => Ok(()),
-            Some(_) => Err(error(
+            Some(t) if constant_time_eq(t.as_bytes(), token.as_bytes()) => None,
+            Some(_) => Some(error(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "the bearer token is wrong",
@@ -335,7 +334,7 @@ async fn start(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(res) = api.authorize(&headers) {
+    if let Some(res) = api.refuse(&headers) {
         return res;
     }
     let body = match body {
@@ -361,7 +360,7 @@ async fn start(
 }
 
 async fn stop(State(api): Api, headers: HeaderMap, Path(name): Path<String>) -> Response {
-    if let Err(res) = api.authorize(&headers) {
+    if let Some(res) = api.refuse(&headers) {
         return res;
     }
     match api.controller.stop_as(&name, Origin::Admin) {
@@ -371,7 +370,7 @@ async fn stop(State(api): Api, headers: HeaderMap, Path(name): Path<String>) -> 
 }
 
 async fn halt(State(api): Api, headers: HeaderMap) -> Response {
-    if let Err(res) = api.authorize(&headers) {
+    if let Some(res) = api.refuse(&headers) {
         return res;
     }
     let halted = api.controller.halt_as(Origin::Admin);
