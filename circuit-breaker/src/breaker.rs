@@ -6,9 +6,10 @@
 //! transition. A call in `Closed` loads it once to be admitted and once when
 //! its result arrives; the result is recorded only if the word is unchanged,
 //! so results of calls admitted before a transition (late results) never
-//! count towards, or flip, a later state. Recording a success is then the
-//! core window's two relaxed read-modify-writes, a load of the
-//! consecutive-failure counter and three loads for the trip check; the clock
+//! count towards, or flip, a later state. Recording a fast success is then
+//! the core window's two relaxed read-modify-writes and a load of the
+//! consecutive-failure counter: once a count window holds `minimum_calls`,
+//! a fast success can only lower the rates, so they are not read. The clock
 //! is read only when the slow-call policy or a time window needs it.
 //!
 //! Transitions take a mutex, re-check the word under it (so of two callers
@@ -41,7 +42,7 @@ use crate::event::{Cause, Event, Listener, Policy, Rejected, Transition, Tripped
 use crate::handle::Snapshot;
 use crate::probe::{Permit, ProbeGate};
 use crate::state::{generation_of, is_recording, pack, state_of, State};
-use crate::sync::{AtomicU32, AtomicU64, Ordering::*};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 
 pub(crate) const TARGET: &str = "watertight_circuit_breaker";
 
@@ -125,6 +126,9 @@ pub(crate) struct Breaker {
     slow: Option<(Duration, f64)>,
     consecutive_limit: Option<u32>,
     minimum_calls: u64,
+    /// Whether the count window has held `minimum_calls` since it was last
+    /// cleared (a count window only fills up).
+    warm: AtomicBool,
     /// Whether a call's start time is needed (the slow-call policy).
     timed: bool,
     gate: Arc<ProbeGate>,
@@ -196,6 +200,7 @@ impl Breaker {
                 .map(|d| (d, config.slow_call_rate_threshold)),
             consecutive_limit: config.consecutive_failures,
             minimum_calls,
+            warm: AtomicBool::new(false),
             timed: config.slow_call_duration.is_some(),
             gate: Arc::new(ProbeGate::new(config.permitted_probes as u16)),
             success_threshold: config.success_threshold as u16,
@@ -228,14 +233,23 @@ impl Breaker {
         nanos(now.saturating_duration_since(self.epoch))
     }
 
-    /// The start time a recorded call needs, if any.
+    /// The start time a recorded call needs (nanoseconds after the epoch),
+    /// or 0 when the slow-call policy is off and nothing reads it.
     #[inline]
-    pub(crate) fn start(&self) -> Option<Instant> {
+    pub(crate) fn start(&self) -> u64 {
         if self.timed {
-            Some(Instant::now())
+            self.since_epoch(Instant::now())
         } else {
-            None
+            0
         }
+    }
+
+    /// Whether a call would pass without taking anything: `Closed`,
+    /// `MetricsOnly` or `Disabled`. One load.
+    #[inline]
+    pub(crate) fn admits_freely(&self) -> bool {
+        let word = self.word.load(Acquire);
+        is_recording(word) || state_of(word) == State::Disabled
     }
 
     /// Decides about one call. Rejections are not counted here: the caller
@@ -335,7 +349,7 @@ impl Breaker {
     /// Records the result of a call admitted with `word` (`Closed` or
     /// `MetricsOnly`) and started at `start`.
     #[inline]
-    pub(crate) fn complete(&self, word: u64, class: ResponseClass, start: Option<Instant>) {
+    pub(crate) fn complete(&self, word: u64, class: ResponseClass, start: u64) {
         let failed = match class {
             ResponseClass::Success => false,
             ResponseClass::Failure { .. } => true,
@@ -344,14 +358,14 @@ impl Breaker {
                 return;
             }
         };
-        let needs_now = start.is_some() || matches!(self.outcomes, Outcomes::Time(_));
+        let needs_now = self.timed || matches!(self.outcomes, Outcomes::Time(_));
         let now = if needs_now {
             Some(Instant::now())
         } else {
             None
         };
-        let slow = match (self.slow, start, now) {
-            (Some((limit, _)), Some(s), Some(n)) => n.saturating_duration_since(s) > limit,
+        let slow = match (self.slow, now) {
+            (Some((limit, _)), Some(n)) => self.since_epoch(n).saturating_sub(start) > nanos(limit),
             _ => false,
         };
         let outcome = Outcome::new(failed, slow);
@@ -370,7 +384,18 @@ impl Breaker {
             Outcomes::None => None,
             Outcomes::Count(w) => {
                 w.record(outcome);
-                Some(w.snapshot())
+                // A fast success in a count window that already holds the
+                // minimum lowers or keeps both rates, so it cannot trip
+                // what the call before it did not: skip the rates.
+                if outcome == Outcome::Success && self.warm.load(Relaxed) {
+                    None
+                } else {
+                    let s = w.snapshot();
+                    if s.calls >= self.minimum_calls && !self.warm.load(Relaxed) {
+                        self.warm.store(true, Relaxed);
+                    }
+                    Some(s)
+                }
             }
             Outcomes::Time(w) => {
                 let now = now.unwrap_or_else(Instant::now);
@@ -408,9 +433,8 @@ impl Breaker {
         self.transition(Some(word), State::Open, Cause::Tripped(tripped), now);
     }
 
-    /// Records a probe's result.
-    pub(crate) fn complete_probe(&self, permit: Permit, class: ResponseClass) {
-        let generation = permit.generation();
+    /// Records the result of a probe holding a permit of `generation`.
+    pub(crate) fn complete_probe(&self, generation: u64, class: ResponseClass) {
         let counter = match class {
             ResponseClass::Success => &self.metrics.success,
             ResponseClass::Failure { .. } => &self.metrics.failure,
@@ -419,7 +443,7 @@ impl Breaker {
         counter.increment(1);
         let word = pack(State::HalfOpen, generation);
         match class {
-            ResponseClass::Success => match permit.succeed() {
+            ResponseClass::Success => match self.gate.release(generation, true) {
                 Some(n) if n >= self.success_threshold => {
                     self.transition(
                         Some(word),
@@ -434,17 +458,25 @@ impl Breaker {
                 }
             },
             ResponseClass::Failure { .. } => {
-                if permit.release() {
+                if self.gate.release(generation, false).is_some() {
                     self.transition(Some(word), State::Open, Cause::ProbeFailed, Instant::now());
                 } else {
                     self.late.fetch_add(1, Relaxed);
                 }
             }
             ResponseClass::Ignored => {
-                if permit.release() {
+                if self.gate.release(generation, false).is_some() {
                     self.probe_returned(generation);
                 }
             }
+        }
+    }
+
+    /// A probe of `generation` was dropped before its result (cancelled):
+    /// its permit comes back and nothing is counted.
+    pub(crate) fn probe_cancelled(&self, generation: u64) {
+        if self.gate.release(generation, false).is_some() {
+            self.probe_returned(generation);
         }
     }
 
@@ -477,6 +509,7 @@ impl Breaker {
             Outcomes::Count(w) => w.reset(),
             Outcomes::Time(w) => w.reset(),
         }
+        self.warm.store(false, Relaxed);
         self.consecutive.store(0, Relaxed);
     }
 

@@ -8,24 +8,30 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use pin_project::pin_project;
-use tokio::time::Instant;
 use watertight_core::{BoxError, Classify};
 
 use crate::breaker::Breaker;
 use crate::probe::Permit;
+use crate::state::{generation_of, pack, state_of};
+use crate::State;
 
 /// Records one admitted call's result with its breaker. Dropped without a
 /// result (the call was cancelled), it counts nothing and gives back its
 /// probe permit.
+///
+/// Three words, all plain integers besides the breaker, so building and
+/// moving the response future stays cheap: the state word the call was
+/// admitted in (`HalfOpen` for a probe, whose permit the recorder then owns)
+/// and the start time when the slow-call policy needs one.
 pub(crate) struct Recorder {
     breaker: Arc<Breaker>,
-    kind: Kind,
+    word: u64,
+    start: u64,
 }
 
-enum Kind {
-    Admitted { word: u64, start: Option<Instant> },
-    Probe(Option<Permit>),
-}
+/// A word no call is admitted in: a finished recorder holds it, so that
+/// dropping it releases nothing.
+const DONE: u64 = pack(State::Closed, u64::MAX >> 3);
 
 impl Recorder {
     #[inline]
@@ -33,26 +39,33 @@ impl Recorder {
         let start = breaker.start();
         Recorder {
             breaker,
-            kind: Kind::Admitted { word, start },
+            word,
+            start,
         }
     }
 
     pub(crate) fn probe(breaker: Arc<Breaker>, permit: Permit) -> Self {
+        let word = pack(State::HalfOpen, permit.into_generation());
         Recorder {
             breaker,
-            kind: Kind::Probe(Some(permit)),
+            word,
+            start: 0,
         }
     }
 
+    /// Records the result, once. In place: moving the recorder out of a
+    /// future built an instant ago would read back its fields while their
+    /// stores are still in flight, which costs more than the recording.
     #[inline]
-    fn finish(mut self, class: watertight_core::ResponseClass) {
-        match &mut self.kind {
-            Kind::Admitted { word, start } => self.breaker.complete(*word, class, *start),
-            Kind::Probe(permit) => {
-                if let Some(p) = permit.take() {
-                    self.breaker.complete_probe(p, class);
-                }
-            }
+    fn finish(&mut self, class: watertight_core::ResponseClass) {
+        let word = std::mem::replace(&mut self.word, DONE);
+        if word == DONE {
+            return;
+        }
+        if state_of(word) == State::HalfOpen {
+            self.breaker.complete_probe(generation_of(word), class);
+        } else {
+            self.breaker.complete(word, class, self.start);
         }
     }
 }
@@ -60,26 +73,19 @@ impl Recorder {
 impl Drop for Recorder {
     #[inline]
     fn drop(&mut self) {
-        if let Kind::Probe(permit) = &mut self.kind {
-            if let Some(p) = permit.take() {
-                let generation = p.generation();
-                if p.release() {
-                    self.breaker.probe_returned(generation);
-                }
-            }
+        if state_of(self.word) == State::HalfOpen {
+            self.breaker.probe_cancelled(generation_of(self.word));
         }
     }
 }
 
 impl fmt::Debug for Recorder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("Recorder");
-        d.field("breaker", &self.breaker);
-        match &self.kind {
-            Kind::Admitted { word, .. } => d.field("admitted", word),
-            Kind::Probe(p) => d.field("probe", p),
-        };
-        d.finish()
+        f.debug_struct("Recorder")
+            .field("breaker", &self.breaker)
+            .field("state", &state_of(self.word))
+            .field("generation", &generation_of(self.word))
+            .finish()
     }
 }
 
@@ -155,7 +161,7 @@ where
                 classify,
             } => {
                 let result = ready!(future.poll(cx));
-                if let Some(r) = recorder.take() {
+                if let Some(r) = recorder {
                     r.finish(classify.classify(&result));
                 }
                 Poll::Ready(result.map_err(Into::into))

@@ -108,7 +108,10 @@ impl ProbeGate {
     /// Gives back one permit of `generation`, counting a success if
     /// `success`. Returns the successes of the period after this one, or
     /// `None` when the gate has moved on to another generation.
-    fn release(&self, generation: u64, success: bool) -> Option<u16> {
+    ///
+    /// For the owner of a permit taken apart with
+    /// [`Permit::into_generation`].
+    pub(crate) fn release(&self, generation: u64, success: bool) -> Option<u16> {
         let t = tag(generation);
         let mut cur = self.word.load(Acquire);
         loop {
@@ -146,6 +149,7 @@ pub struct Permit {
 
 impl Permit {
     /// The generation the permit was taken in.
+    #[cfg(any(test, watertight_loom))]
     pub fn generation(&self) -> u64 {
         self.generation
     }
@@ -153,6 +157,7 @@ impl Permit {
     /// Reports a successful probe: gives the permit back and counts the
     /// success. Returns the period's successes so far, or `None` if the gate
     /// has moved on (the result is late and counts nothing).
+    #[cfg(any(test, watertight_loom))]
     pub fn succeed(mut self) -> Option<u16> {
         self.done = true;
         self.gate.release(self.generation, true)
@@ -160,9 +165,17 @@ impl Permit {
 
     /// Gives the permit back without counting anything. Returns whether the
     /// permit still belonged to the current period.
+    #[cfg(any(test, watertight_loom))]
     pub fn release(mut self) -> bool {
         self.done = true;
         self.gate.release(self.generation, false).is_some()
+    }
+
+    /// Takes the permit apart: its generation, and the duty to give it back
+    /// with [`ProbeGate::release`], which no longer happens on drop.
+    pub(crate) fn into_generation(mut self) -> u64 {
+        self.done = true;
+        self.generation
     }
 }
 

@@ -162,25 +162,32 @@ where
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         // Only a probe permit is a reservation worth keeping across polls;
-        // anything else is decided afresh (one atomic load when closed), so
-        // a service polled for a while sees the breaker as it is now.
-        if !matches!(self.ready, Some(Admission::Probe(_))) {
-            let admission = match self.breaker.mode {
-                Mode::FailFast => self.breaker.admit(),
-                Mode::Backpressure => match self.poll_admit_waiting(cx) {
-                    Poll::Ready(a) => a,
-                    Poll::Pending => {
-                        self.ready = None;
-                        return Poll::Pending;
+        // a rejection is decided afresh, so a service polled for a while
+        // sees the breaker as it is now.
+        if matches!(self.ready, Some(Admission::Reject(_))) {
+            self.ready = None;
+        }
+        if self.ready.is_none() {
+            match self.breaker.mode {
+                // Closed, metrics-only or disabled: nothing to reserve, and
+                // `call` decides again with one load.
+                Mode::FailFast if self.breaker.admits_freely() => {}
+                Mode::FailFast => match self.breaker.admit() {
+                    admission @ Admission::Reject(_) => {
+                        // `call` fails without the inner service.
+                        self.ready = Some(admission);
+                        return Poll::Ready(Ok(()));
                     }
+                    admission @ Admission::Probe(_) => self.ready = Some(admission),
+                    Admission::Admit(_) | Admission::Pass => {}
                 },
-            };
-            if let Admission::Reject(_) = admission {
-                // FailFast: `call` fails without the inner service.
-                self.ready = Some(admission);
-                return Poll::Ready(Ok(()));
+                // A ready service under a balancer is one that will take
+                // the call: keep whatever was admitted.
+                Mode::Backpressure => match self.poll_admit_waiting(cx) {
+                    Poll::Ready(admission) => self.ready = Some(admission),
+                    Poll::Pending => return Poll::Pending,
+                },
             }
-            self.ready = Some(admission);
         }
         match self.inner.poll_ready(cx) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
@@ -194,9 +201,10 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let admission = match self.ready.take() {
-            Some(a) => a,
-            None => self.breaker.admit(),
+        // Checked before taking, so the common case writes nothing back.
+        let admission = match self.ready.is_some() {
+            true => self.ready.take().expect("checked"),
+            false => self.breaker.admit(),
         };
         let recorder = match admission {
             Admission::Admit(word) => Some(Recorder::admitted(self.breaker.clone(), word)),

@@ -92,6 +92,20 @@ async fn failure_rate_waits_for_minimum_calls() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_success_that_completes_minimum_calls_trips_when_the_rate_is_over() {
+    let (mut svc, mut h) = spawn(
+        builder()
+            .failure_rate_threshold(0.5)
+            .count_window(100)
+            .minimum_calls(10),
+    );
+    calls(&mut svc, &mut h, 9, Reply::Err);
+    assert_eq!(state(&svc), State::Closed);
+    calls(&mut svc, &mut h, 1, Reply::Ok);
+    assert_eq!(state(&svc), State::Open, "9 failures in 10 calls");
+}
+
+#[tokio::test(start_paused = true)]
 async fn minimum_calls_above_the_count_window_size_acts_as_the_size() {
     let (mut svc, mut h) = spawn(
         builder()
