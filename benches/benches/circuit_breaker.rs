@@ -17,12 +17,9 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use std::sync::atomic::{AtomicU64, Ordering::*};
-use std::sync::Arc;
 use tower::{Layer, Service};
 use watertight_benches::{runtime, NoOp};
 use watertight_circuit_breaker::CircuitBreakerLayer;
-use watertight_core::window::{CountWindow, Outcome};
 
 /// One call: ready, call, and the response, which a no-op service gives at
 /// the first poll.
@@ -87,20 +84,5 @@ fn closed_success(c: &mut Criterion) {
     group.finish();
 }
 
-fn micro(c: &mut Criterion) {
-    let mut g = c.benchmark_group("micro");
-    let a = Arc::new(5u64);
-    g.bench_function("arc_clone_drop", |b| b.iter(|| drop(black_box(a.clone()))));
-    let x = AtomicU64::new(0);
-    g.bench_function("fetch_add", |b| b.iter(|| x.fetch_add(1, Relaxed)));
-    let w = CountWindow::new(100);
-    g.bench_function("window_record", |b| {
-        b.iter(|| w.record(black_box(Outcome::Success)))
-    });
-    g.bench_function("window_snapshot", |b| b.iter(|| black_box(w.snapshot())));
-    g.bench_function("instant_now", |b| b.iter(|| tokio::time::Instant::now()));
-    g.finish();
-}
-
-criterion_group!(benches, closed_success, micro);
+criterion_group!(benches, closed_success);
 criterion_main!(benches);

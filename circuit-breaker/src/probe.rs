@@ -148,12 +148,6 @@ pub struct Permit {
 }
 
 impl Permit {
-    /// The generation the permit was taken in.
-    #[cfg(any(test, watertight_loom))]
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
     /// Reports a successful probe: gives the permit back and counts the
     /// success. Returns the period's successes so far, or `None` if the gate
     /// has moved on (the result is late and counts nothing).
