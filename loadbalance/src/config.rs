@@ -492,7 +492,7 @@ fn is_prime(n: u64) -> bool {
     }
     let mut d = 2;
     while d * d <= n {
-        if n % d == 0 {
+        if n.is_multiple_of(d) {
             return false;
         }
         d += 1;
@@ -625,16 +625,16 @@ impl Config {
                     ));
                 }
             }
-            Pick::Maglev(m) => {
-                if !(7..=MAX_MAGLEV_TABLE).contains(&m.table_size) || !is_prime(m.table_size) {
-                    return Err(err(
-                        "pick.table_size",
-                        format!(
-                            "must be a prime in 7..={MAX_MAGLEV_TABLE}, got {}",
-                            m.table_size
-                        ),
-                    ));
-                }
+            Pick::Maglev(m)
+                if !(7..=MAX_MAGLEV_TABLE).contains(&m.table_size) || !is_prime(m.table_size) =>
+            {
+                return Err(err(
+                    "pick.table_size",
+                    format!(
+                        "must be a prime in 7..={MAX_MAGLEV_TABLE}, got {}",
+                        m.table_size
+                    ),
+                ));
             }
             _ => {}
         }

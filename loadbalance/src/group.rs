@@ -310,12 +310,9 @@ mod tests {
         }
         let mut rng = SmallRng::seed_from_u64(1);
         for _ in 0..100 {
-            assert_eq!(g.p2c(&mut rng, |s| f64::from(s)), Some(0));
+            assert_eq!(g.p2c(&mut rng, f64::from), Some(0));
         }
-        assert_eq!(
-            g.p2c_excluding(&mut rng, |s| f64::from(s), |s| s == 0),
-            Some(1)
-        );
+        assert_eq!(g.p2c_excluding(&mut rng, f64::from, |s| s == 0), Some(1));
         assert_eq!(g.p2c_excluding(&mut rng, |_| 0.0, |_| true), None);
     }
 }

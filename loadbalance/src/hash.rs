@@ -1,5 +1,5 @@
-//! Consistent hashing: a hash ring (Karger et al. 1997, as Envoy's
-//! `ring_hash` builds it) and Maglev (Eisenbud et al., "Maglev: A Fast and
+//! Consistent hashing: a hash ring (Karger et al. 1997; Envoy's
+//! `ring_hash` with Ketama's fixed point density) and Maglev (Eisenbud et al., "Maglev: A Fast and
 //! Reliable Software Network Load Balancer", NSDI 2016, with Envoy's
 //! weighting). Both place endpoints by their id, so every client builds the
 //! same table from the same membership, and both move only about `1/N` of
@@ -38,6 +38,9 @@ pub(crate) fn mix(mut x: u64) -> u64 {
     x
 }
 
+/// Ring points per 100 of weight.
+const POINTS_PER_WEIGHT: f64 = 160.0;
+
 /// An endpoint as a table is built from it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Member<'a> {
@@ -71,29 +74,30 @@ pub(crate) struct Ring {
 }
 
 impl Ring {
-    /// Envoy's sizing: the lightest endpoint gets at least
-    /// `min_ring_size · its share` points, the ring at most `max_ring_size`.
+    /// Each endpoint gets [`POINTS_PER_WEIGHT`] points per 100 of weight
+    /// (Ketama's density), all scaled up when the ring would be smaller
+    /// than `min_ring_size` and down when larger than `max_ring_size`.
+    /// While no scaling applies, an endpoint's points depend on nothing but
+    /// its id and weight, so one leaving moves only its own keys.
     pub(crate) fn build(members: &[Member<'_>], min_ring_size: u64, max_ring_size: u64) -> Ring {
-        let total: f64 = members.iter().map(|m| f64::from(m.weight)).sum();
-        if members.is_empty() || total == 0.0 {
+        let density = |w: u32| POINTS_PER_WEIGHT * f64::from(w) / 100.0;
+        let target: f64 = members.iter().map(|m| density(m.weight)).sum();
+        if members.is_empty() || target == 0.0 {
             return Ring { points: Vec::new() };
         }
-        let min_share = members
-            .iter()
-            .map(|m| f64::from(m.weight) / total)
-            .fold(f64::INFINITY, f64::min);
-        let scale =
-            ((min_share * min_ring_size as f64).ceil() / min_share).min(max_ring_size as f64);
-        let mut points = Vec::with_capacity(scale as usize + members.len());
-        let (mut current, mut target) = (0.0, 0.0);
+        let scale = if target < min_ring_size as f64 {
+            min_ring_size as f64 / target
+        } else if target > max_ring_size as f64 {
+            max_ring_size as f64 / target
+        } else {
+            1.0
+        };
+        let mut points = Vec::with_capacity((target * scale) as usize + members.len());
         for m in members {
-            target += scale * f64::from(m.weight) / total;
+            let n = (density(m.weight) * scale).ceil().max(1.0) as u64;
             let base = hash_key(m.id.as_bytes());
-            let mut i: u64 = 0;
-            while current < target {
+            for i in 0..n {
                 points.push((mix(base ^ mix(i)), m.slot));
-                i += 1;
-                current += 1.0;
             }
         }
         points.sort_unstable();

@@ -112,16 +112,14 @@ pub(crate) fn priority_loads(
     }
     if total_panic {
         let hosts: u32 = levels.iter().map(|l| l.total).sum();
-        if hosts > 0 {
-            let mut rest = 100;
-            for (i, l) in levels.iter().enumerate() {
-                out.healthy[i] = 100 * l.total / hosts;
-                out.degraded[i] = 0;
-                rest -= out.healthy[i];
-            }
-            if let Some(first) = levels.iter().position(|l| l.total > 0) {
-                out.healthy[first] += rest;
-            }
+        let mut rest = 100;
+        for (i, l) in levels.iter().enumerate() {
+            out.healthy[i] = (100 * l.total).checked_div(hosts).unwrap_or(0);
+            out.degraded[i] = 0;
+            rest -= out.healthy[i];
+        }
+        if let Some(first) = levels.iter().position(|l| l.total > 0) {
+            out.healthy[first] += rest;
         }
     }
     out.total_panic = total_panic;
