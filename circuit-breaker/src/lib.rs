@@ -128,9 +128,9 @@
 //! failures and open durations that grow over repeated trips follow
 //! Finagle's failure accrual (`FailureAccrualFactory`) and linkerd's
 //! consecutive-failure accrual with backoff. Probe permits released on drop
-//! and generation-checked late results answer resilience4j's best-known
-//! gaps (cancelled half-open calls leaking permits, late results flipping
-//! state).
+//! and generation-checked results address two known resilience4j pitfalls:
+//! half-open permits held by calls that were cancelled, and results of calls
+//! started in an earlier state counted in the current one.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod breaker;

@@ -16,8 +16,12 @@ use crate::handle::CircuitBreakerHandle;
 /// A circuit breaker around a service; built by a
 /// [`CircuitBreakerLayer`](crate::CircuitBreakerLayer).
 ///
-/// `poll_ready` asks the breaker whether the next call may go and keeps the
-/// answer (a probe permit, when half-open) for `call`:
+/// `poll_ready` asks the breaker whether the next call may go and keeps
+/// what it must for `call`: a half-open breaker's probe permit, a
+/// rejection, and in [`Mode::Backpressure`] any admission (a ready service
+/// under a balancer takes the call). A closed [`Mode::FailFast`] breaker
+/// reserves nothing, and `call` decides again, so a breaker that opened in
+/// between fails the call at once.
 ///
 /// - admitted: `poll_ready` is the inner service's, and `call` calls it and
 ///   records the result when the response future completes; a response
