@@ -158,6 +158,7 @@ pub use layer::CircuitBreakerLayer;
 pub use service::CircuitBreaker;
 pub use state::State;
 
+pub use watertight_core::classify::classify_fn;
 pub use watertight_core::{
     Backoff, BoxError, Classify, ClassifyFn, ErrorsAsFailures, ResponseClass,
 };
