@@ -10,6 +10,7 @@ mod load;
 mod locality;
 mod outlier;
 mod readiness;
+mod real_servers;
 #[cfg(feature = "http")]
 mod weights;
 mod zone_aware;
