@@ -256,10 +256,13 @@ impl<B, P> Builder<B, P> {
         self
     }
 
-    /// The budget every retry withdraws from. Pass an `Arc` to share one
-    /// budget between layers (and keep a reference to watch it).
-    pub fn budget<B2: Budget>(self, budget: impl Into<Arc<B2>>) -> Builder<B2, P> {
-        let budget = budget.into();
+    /// The budget every retry withdraws from.
+    pub fn budget<B2: Budget>(self, budget: B2) -> Builder<B2, P> {
+        self.shared_budget(Arc::new(budget))
+    }
+
+    /// A budget shared with other layers, or kept to be watched.
+    pub fn shared_budget<B2: Budget>(self, budget: Arc<B2>) -> Builder<B2, P> {
         Builder {
             config: self.config,
             budget: Box::new(move |_| Ok(budget)),

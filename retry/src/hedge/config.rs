@@ -335,9 +335,13 @@ impl<B, P> HedgeBuilder<B, P> {
         self
     }
 
-    /// The budget every hedge withdraws from. Pass an `Arc` to share one.
-    pub fn budget<B2: Budget>(self, budget: impl Into<Arc<B2>>) -> HedgeBuilder<B2, P> {
-        let budget = budget.into();
+    /// The budget every hedge withdraws from.
+    pub fn budget<B2: Budget>(self, budget: B2) -> HedgeBuilder<B2, P> {
+        self.shared_budget(Arc::new(budget))
+    }
+
+    /// A budget shared with other layers, or kept to be watched.
+    pub fn shared_budget<B2: Budget>(self, budget: Arc<B2>) -> HedgeBuilder<B2, P> {
         HedgeBuilder {
             config: self.config,
             budget: Box::new(move |_| Ok(budget)),

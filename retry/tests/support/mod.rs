@@ -1,0 +1,145 @@
+//! Shared pieces of the retry tests: request and response types that carry
+//! extensions, a classifier and hint reader for them, and a policy.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use std::time::Duration;
+
+use watertight_core::classify::{classify_fn, ClassifyFn};
+use watertight_core::{BoxError, Extensions, Hint, ResponseClass};
+use watertight_retry::event::Event;
+use watertight_retry::policy::{hints_fn, AllRequests, ByClone, HintsFn, MarkedSafe};
+use watertight_retry::StandardPolicy;
+
+/// A request carrying an id and extensions.
+#[derive(Clone, Debug, Default)]
+pub struct Req {
+    pub id: u32,
+    ext: http::Extensions,
+}
+
+impl Req {
+    pub fn new(id: u32) -> Self {
+        Req {
+            id,
+            ext: http::Extensions::new(),
+        }
+    }
+}
+
+impl Extensions for Req {
+    fn extension<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.ext.get()
+    }
+
+    fn insert_extension<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
+        self.ext.insert(value);
+    }
+
+    fn carries_extensions(&self) -> bool {
+        true
+    }
+}
+
+/// A response: a status (5xx is a retryable failure) and an optional
+/// server hint.
+#[derive(Debug)]
+pub struct Res {
+    pub status: u16,
+    pub hint: Option<Hint>,
+    ext: http::Extensions,
+}
+
+impl Res {
+    pub fn ok() -> Self {
+        Res::status(200)
+    }
+
+    pub fn status(status: u16) -> Self {
+        Res {
+            status,
+            hint: None,
+            ext: http::Extensions::new(),
+        }
+    }
+
+    pub fn with_hint(mut self, hint: Hint) -> Self {
+        self.hint = Some(hint);
+        self
+    }
+}
+
+impl Extensions for Res {
+    fn extension<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.ext.get()
+    }
+
+    fn insert_extension<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
+        self.ext.insert(value);
+    }
+
+    fn carries_extensions(&self) -> bool {
+        true
+    }
+}
+
+pub type Classifier = ClassifyFn<fn(&Result<Res, BoxError>) -> ResponseClass>;
+pub type Hints = HintsFn<fn(&Result<Res, BoxError>) -> Option<Hint>>;
+
+fn classify_res(r: &Result<Res, BoxError>) -> ResponseClass {
+    match r {
+        Ok(r) if r.status >= 500 => ResponseClass::RETRYABLE,
+        Ok(r) if r.status == 499 => ResponseClass::Ignored,
+        Ok(r) if r.status >= 400 => ResponseClass::FATAL,
+        Ok(_) => ResponseClass::Success,
+        Err(_) => ResponseClass::RETRYABLE,
+    }
+}
+
+fn hint_res(r: &Result<Res, BoxError>) -> Option<Hint> {
+    r.as_ref().ok().and_then(|r| r.hint)
+}
+
+pub fn classifier() -> Classifier {
+    classify_fn(classify_res as fn(&Result<Res, BoxError>) -> ResponseClass)
+}
+
+pub fn hints() -> Hints {
+    hints_fn(hint_res as fn(&Result<Res, BoxError>) -> Option<Hint>)
+}
+
+/// Every request idempotent.
+pub type AnyPolicy = StandardPolicy<Classifier, AllRequests, Hints, ByClone>;
+/// Only requests marked `RetrySafe` idempotent.
+pub type MarkedPolicy = StandardPolicy<Classifier, MarkedSafe, Hints, ByClone>;
+
+pub fn any_policy() -> AnyPolicy {
+    StandardPolicy::new()
+        .classify(classifier())
+        .idempotency(AllRequests)
+        .hints(hints())
+        .clone_request(ByClone)
+}
+
+pub fn marked_policy() -> MarkedPolicy {
+    any_policy().idempotency(MarkedSafe)
+}
+
+pub const MS: Duration = Duration::from_millis(1);
+
+/// Collects events.
+#[derive(Clone, Default)]
+pub struct Events(Arc<Mutex<Vec<Event>>>);
+
+impl Events {
+    pub fn listener(&self) -> impl Fn(&Event) + Send + Sync + 'static {
+        let events = self.0.clone();
+        move |e: &Event| events.lock().push(e.clone())
+    }
+
+    pub fn take(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.0.lock())
+    }
+}
