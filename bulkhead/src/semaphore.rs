@@ -19,8 +19,8 @@
 //!
 //! - a release that sees waiters takes the lock, gives its permit back and
 //!   drains (so the permit passes straight to the next waiter);
-//! - raising the limit drains when anyone waits;
-//! - enqueueing drains after pushing (the limit may have risen meanwhile).
+//! - changing the limit happens under the lock and drains;
+//! - enqueueing checks for a free permit and pushes under the lock.
 //!
 //! Lock-free acquires succeed only while `waiters == 0`, so newcomers never
 //! overtake the queue, and lock-free releases only while `waiters == 0`, so a
@@ -28,10 +28,11 @@
 //! nothing: held permits stay valid, and new ones are handed out only once
 //! `in_flight` is below the new limit.
 //!
-//! The limit store and the queue's word updates are sequentially consistent,
-//! so a limit raised concurrently with an enqueue is seen by one of the two
-//! drains. The logic is model-checked with loom (`tests/loom.rs`) and
-//! checked against a reference model with proptest.
+//! The lock-free paths only ever meet the locked ones on the word itself
+//! (a compare-and-swap there fails if a waiter was queued meanwhile), so the
+//! protocol needs no ordering between the word and the limit beyond the
+//! lock's. It is model-checked with loom (`tests/loom.rs`) and checked
+//! against a reference model with proptest.
 #![cfg_attr(not(watertight_loom), allow(unreachable_pub))]
 
 use std::collections::VecDeque;
@@ -328,8 +329,19 @@ impl Semaphore {
     /// Sets the limit and returns the previous one. Raising it hands the new
     /// permits to waiters; lowering it revokes nothing.
     pub fn set_limit(&self, limit: u32) -> u32 {
-        let old = self.limit.swap(limit, SeqCst);
-        if limit > old && waiters_of(self.state.load(SeqCst)) > 0 {
+        if self.limit.load(SeqCst) == limit {
+            return limit;
+        }
+        // Under the lock, so an enqueue either sees the new limit or has
+        // queued its waiter for this drain to find.
+        let mut wakes = WakeList::new();
+        let (old, more) = {
+            let mut q = self.queue.lock();
+            let old = self.limit.swap(limit, SeqCst);
+            (old, self.drain_locked(&mut q, &mut wakes))
+        };
+        wakes.wake_all();
+        if more {
             self.drain();
         }
         old
