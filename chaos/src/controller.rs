@@ -132,7 +132,7 @@ impl ChaosController {
         self.shared.start(experiment, Origin::Local, None, 0)
     }
 
-    #[cfg_attr(not(any(feature = "admin", feature = "etcd")), allow(dead_code))]
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
     pub(crate) fn start_as(
         &self,
         experiment: Experiment,
@@ -150,7 +150,7 @@ impl ChaosController {
         self.shared.stop(name, Origin::Local, None)
     }
 
-    #[cfg_attr(not(any(feature = "admin", feature = "etcd")), allow(dead_code))]
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
     pub(crate) fn stop_as(&self, name: &str, by: Origin) -> Result<ExperimentStatus, NotFound> {
         self.shared.stop(name, by, None)
     }
@@ -162,7 +162,7 @@ impl ChaosController {
         self.shared.halt(Origin::Local)
     }
 
-    #[cfg_attr(not(any(feature = "admin", feature = "etcd")), allow(dead_code))]
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
     pub(crate) fn halt_as(&self, by: Origin) -> Vec<String> {
         self.shared.halt(by)
     }

@@ -85,10 +85,16 @@ pub mod admin;
 pub mod audit;
 #[cfg(feature = "http")]
 mod body;
+#[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
+pub mod cli;
 mod controller;
 pub mod error;
 pub mod experiment;
 pub mod fault;
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+pub mod fleet;
 pub mod future;
 mod guard;
 pub mod headers;
