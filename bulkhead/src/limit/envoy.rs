@@ -30,9 +30,13 @@
 //! timer); an interval without samples changes nothing.
 //!
 //! Extension: a dropped sample (an overload signal, which a server-side
-//! filter never sees) makes the interval's update `limit × backoff_ratio`
-//! (default 0.9) instead of the gradient; `backoff_ratio = 1.0` ignores
-//! drops as Envoy does. Drops never join the latency samples.
+//! filter never sees) makes the interval's update `backoff_ratio` (default
+//! 0.9) times the lower of the limit and the in-flight count at which a
+//! request was dropped, instead of the gradient; `backoff_ratio = 1.0`
+//! ignores drops as Envoy does. Drops never join the latency samples.
+//! Against a server that sheds, the gradient's multiplicative growth meets
+//! this multiplicative decrease at the shed point: the limit oscillates
+//! around the concurrency at which the server starts shedding.
 
 use std::time::Duration;
 
@@ -169,6 +173,9 @@ pub struct EnvoyGradient {
     epoch: Option<Instant>,
     samples: Vec<Duration>,
     drops: bool,
+    /// The lowest in-flight count at which a request of this interval was
+    /// dropped.
+    drop_in_flight: u32,
     at_min_in_a_row: u32,
     measurements: u64,
     rng: SmallRng,
@@ -205,6 +212,7 @@ impl EnvoyGradient {
             epoch: None,
             samples: Vec::with_capacity(config.request_count as usize),
             drops: false,
+            drop_in_flight: u32::MAX,
             at_min_in_a_row: 0,
             measurements: 0,
             rng: super::rng(config.seed),
@@ -249,6 +257,7 @@ impl EnvoyGradient {
         self.epoch = Some(now);
         self.samples.clear();
         self.drops = false;
+        self.drop_in_flight = u32::MAX;
         self.at_min_in_a_row = 0;
     }
 
@@ -268,7 +277,8 @@ impl EnvoyGradient {
     fn gradient_limit(&mut self) -> Option<u32> {
         let c = &self.config;
         if self.drops && c.backoff_ratio < 1.0 {
-            let backed_off = (f64::from(self.limit) * c.backoff_ratio) as u32;
+            let from = self.limit.min(self.drop_in_flight);
+            let backed_off = (f64::from(from) * c.backoff_ratio) as u32;
             return Some(backed_off.clamp(c.min_concurrency, c.max_limit));
         }
         let min_rtt = self.min_rtt?.as_secs_f64();
@@ -314,6 +324,7 @@ impl LimitAlgorithm for EnvoyGradient {
                 }
                 if s.dropped {
                     self.drops = true;
+                    self.drop_in_flight = self.drop_in_flight.min(s.in_flight);
                 } else {
                     self.samples.push(s.rtt);
                 }
@@ -336,6 +347,7 @@ impl LimitAlgorithm for EnvoyGradient {
                 };
                 self.samples.clear();
                 self.drops = false;
+                self.drop_in_flight = u32::MAX;
                 let min = self.config.min_concurrency;
                 if self.limit == min && new == min {
                     self.at_min_in_a_row += 1;
@@ -482,6 +494,11 @@ mod tests {
         feed(&mut c, t0, ms(10), 1);
         c.update(&Sample::new(t0 + ms(90), ms(1), 100, true));
         assert_eq!(feed(&mut c, t0 + ms(100), ms(10), 1), 90);
+        // A drop at 60 in flight says the server sheds beyond 60: back off
+        // from there, not from a limit it never reached.
+        feed(&mut c, t0 + ms(150), ms(10), 1);
+        c.update(&Sample::new(t0 + ms(190), ms(1), 60, true));
+        assert_eq!(feed(&mut c, t0 + ms(200), ms(10), 1), 54);
     }
 
     #[test]

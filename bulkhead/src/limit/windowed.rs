@@ -13,8 +13,13 @@
 //!
 //! The next window lasts twice the window's lowest RTT, kept within
 //! `min_window..=max_window`, so a window always spans whole requests.
-//! Samples faster than `min_rtt_threshold` (cache hits, local errors) are
-//! ignored. The first window closes as soon as it holds enough samples.
+//! Successful samples faster than `min_rtt_threshold` (cache hits) are
+//! ignored.
+//!
+//! Netflix closes the first window as soon as it holds enough samples; those
+//! are the fastest of the requests in flight (they complete first), which
+//! biases every baseline built on it low. Here the first window, like every
+//! other, lasts `min_window` from its first sample.
 //!
 //! Netflix's windowed limit never closes a window without a successful
 //! sample, so a service that only drops never lowers its limit; here such a
@@ -52,7 +57,7 @@ pub struct WindowConfig {
     /// The percentile of a window's RTTs passed on, in `(0, 1]`; `None`
     /// passes the average.
     pub percentile: Option<f64>,
-    /// Samples faster than this are ignored.
+    /// Successful samples faster than this are ignored.
     #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub min_rtt_threshold: Duration,
 }
@@ -106,11 +111,11 @@ impl WindowConfig {
 /// let mut aimd = Windowed::new(Aimd::default(), WindowConfig::default())?;
 /// let t0 = Instant::now();
 /// let ms = Duration::from_millis;
-/// // Ten busy samples close the first window: one "+1".
-/// for i in 0..10 {
-///     aimd.update(&Sample::new(t0 + ms(i), ms(10), 20, false));
+/// // Busy samples for a second: one window, one "+1".
+/// for i in 0..100 {
+///     assert_eq!(aimd.update(&Sample::new(t0 + ms(10 * i), ms(10), 20, false)), 20);
 /// }
-/// assert_eq!(aimd.update(&Sample::new(t0 + ms(10), ms(10), 20, false)), 21);
+/// assert_eq!(aimd.update(&Sample::new(t0 + ms(1_000), ms(10), 20, false)), 21);
 /// # Ok::<(), watertight_bulkhead::error::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -200,7 +205,9 @@ impl<A: LimitAlgorithm> LimitAlgorithm for Windowed<A> {
     }
 
     fn update(&mut self, s: &Sample) -> u32 {
-        if s.rtt < self.config.min_rtt_threshold {
+        // A drop counts however fast it came back (a fast 503 is the
+        // point); only successful samples below the threshold are noise.
+        if !s.dropped && s.rtt < self.config.min_rtt_threshold {
             return self.limit;
         }
         self.count += 1;
@@ -217,7 +224,10 @@ impl<A: LimitAlgorithm> LimitAlgorithm for Windowed<A> {
             }
         }
         let end = s.end();
-        if self.next_update.is_some_and(|t| end <= t) || self.count < self.config.min_samples {
+        let next_update = *self
+            .next_update
+            .get_or_insert_with(|| end + self.config.min_window);
+        if end <= next_update || self.count < self.config.min_samples {
             return self.limit;
         }
         let rtt = self.aggregate();
@@ -266,21 +276,25 @@ mod tests {
     fn passes_one_average_sample_per_window() {
         let (mut w, p) = windowed(WindowConfig::default());
         let t0 = Instant::now();
-        for i in 0..9 {
+        for i in 0..10 {
             assert_eq!(w.update(&Sample::new(t0, ms(10 + i), i as u32, false)), 7);
         }
-        // The tenth sample closes the first window.
-        assert_eq!(w.update(&Sample::new(t0, ms(19), 30, false)), 8);
+        // The first window lasts min_window (1 s) from its first sample.
+        assert_eq!(w.update(&Sample::new(t0 + ms(991), ms(19), 30, false)), 7);
+        assert_eq!(w.update(&Sample::new(t0 + ms(992), ms(19), 30, false)), 8);
         let s = p.0.lock()[0];
-        assert_eq!(s.rtt, ms(145) / 10);
+        assert_eq!(s.rtt, ms(145 + 19 + 19) / 12);
         assert_eq!(s.in_flight, 30);
         assert!(!s.dropped);
-        // The next window lasts at least min_window (1 s) from its end.
-        for _ in 0..20 {
-            w.update(&Sample::new(t0 + ms(500), ms(10), 1, false));
+        // So does the next one, counted from the end of the sample that
+        // closed this one, if it holds min_samples.
+        for _ in 0..5 {
+            w.update(&Sample::new(t0 + ms(2_100), ms(10), 1, false));
         }
-        assert_eq!(p.0.lock().len(), 1, "window not over yet");
-        w.update(&Sample::new(t0 + ms(1_100), ms(10), 1, false));
+        assert_eq!(p.0.lock().len(), 1, "too few samples");
+        for _ in 0..5 {
+            w.update(&Sample::new(t0 + ms(2_100), ms(10), 1, false));
+        }
         assert_eq!(p.0.lock().len(), 2);
     }
 
@@ -292,7 +306,7 @@ mod tests {
         });
         let t0 = Instant::now();
         w.update(&Sample::new(t0, ms(1), 5, true));
-        w.update(&Sample::new(t0, ms(20), 5, false));
+        w.update(&Sample::new(t0 + ms(990), ms(20), 5, false));
         let s = p.0.lock()[0];
         assert!(s.dropped);
         assert_eq!(s.rtt, ms(20));
@@ -306,7 +320,7 @@ mod tests {
         });
         let t0 = Instant::now();
         w.update(&Sample::new(t0, ms(2), 5, true));
-        w.update(&Sample::new(t0, ms(4), 6, true));
+        w.update(&Sample::new(t0 + ms(1_000), ms(4), 6, true));
         let s = p.0.lock()[0];
         assert!(s.dropped);
         assert_eq!((s.rtt, s.in_flight), (ms(3), 6));
@@ -321,8 +335,8 @@ mod tests {
         });
         let t0 = Instant::now();
         w.update(&Sample::new(t0, Duration::from_micros(50), 1, false));
-        for rtt in [40, 10, 30, 20] {
-            w.update(&Sample::new(t0, ms(rtt), 1, false));
+        for (i, rtt) in [40, 10, 30, 20].into_iter().enumerate() {
+            w.update(&Sample::new(t0 + ms(1_000) * i as u32, ms(rtt), 1, false));
         }
         let s = p.0.lock()[0];
         assert_eq!(
