@@ -1,2 +1,116 @@
-//! Placeholder until this layer's benchmark lands.
-fn main() {}
+//! The cost the chaos layer adds to each call when it injects nothing: with
+//! no experiment running (the disabled path, one atomic load), and with an
+//! experiment running that does not touch the request (a target that does
+//! not match, or a fault at 0%).
+//!
+//! Single thread, on the always-ready [`NoOp`] service, next to the bare
+//! service in the same group (tower has no fault-injection layer to compare
+//! with). Each iteration is one `poll_ready`, one `call` and one poll of the
+//! response future to completion.
+//!
+//! `cargo bench -p watertight-benches --bench chaos -- --warm-up-time 1 --measurement-time 3`
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use tower::{Layer, Service};
+use watertight_benches::{runtime, NoOp};
+use watertight_chaos::{Abort, AuditSink, ChaosController, Experiment, Fault, Inspect, Target};
+use watertight_core::ext::Extensions;
+
+/// A request with a path, and no extensions.
+#[derive(Clone, Copy, Debug)]
+struct Req(u64);
+
+impl Extensions for Req {}
+
+impl Inspect for Req {
+    fn path(&self) -> Option<&str> {
+        Some("/api/users")
+    }
+}
+
+/// One call: ready, call, and the response, which a no-op service gives at
+/// the first poll.
+#[inline]
+fn one_call<S>(svc: &mut S, cx: &mut Context<'_>) -> u64
+where
+    S: Service<Req, Response = Req>,
+{
+    assert!(matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))));
+    let fut = pin!(svc.call(black_box(Req(1))));
+    match fut.poll(cx) {
+        Poll::Ready(Ok(res)) => res.0,
+        _ => panic!("a no-op call completes at its first poll"),
+    }
+}
+
+fn controller() -> ChaosController {
+    ChaosController::builder()
+        .seed(1)
+        .audit_sink(AuditSink::writer(std::io::sink()))
+        .build()
+        .expect("valid configuration")
+}
+
+fn no_fault(c: &mut Criterion) {
+    // Experiments need a runtime for their time to live.
+    let rt = runtime();
+    let _guard = rt.enter();
+    let mut cx = Context::from_waker(Waker::noop());
+
+    let mut group = c.benchmark_group("chaos/disabled");
+    group.bench_function("bare", |b| {
+        let mut svc = NoOp;
+        b.iter(|| one_call(&mut svc, &mut cx));
+    });
+    group.bench_function("watertight", |b| {
+        let chaos = controller();
+        let mut svc = chaos.layer().layer(NoOp);
+        b.iter(|| one_call(&mut svc, &mut cx));
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("chaos/experiment_not_touching");
+    group.bench_function("bare", |b| {
+        let mut svc = NoOp;
+        b.iter(|| one_call(&mut svc, &mut cx));
+    });
+    group.bench_function("watertight_target_miss", |b| {
+        let chaos = controller();
+        chaos
+            .start(
+                Experiment::builder("admin-only")
+                    .duration(Duration::from_secs(3600))
+                    .target(Target::all().path_prefix("/admin"))
+                    .fault(Fault::Abort(Abort::Error), 100.0)
+                    .build()
+                    .expect("valid experiment"),
+            )
+            .expect("started");
+        let mut svc = chaos.layer().layer(NoOp);
+        b.iter(|| one_call(&mut svc, &mut cx));
+    });
+    group.bench_function("watertight_zero_percent", |b| {
+        let chaos = controller();
+        chaos
+            .start(
+                Experiment::builder("dry-run")
+                    .duration(Duration::from_secs(3600))
+                    .fault(Fault::Abort(Abort::Error), 0.0)
+                    .build()
+                    .expect("valid experiment"),
+            )
+            .expect("started");
+        let mut svc = chaos.layer().layer(NoOp);
+        b.iter(|| one_call(&mut svc, &mut cx));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, no_fault);
+criterion_main!(benches);

@@ -147,12 +147,16 @@ enum Kind<F, C> {
         #[pin]
         future: F,
     },
-    Chaos {
-        #[pin]
-        core: Core<F>,
-        observer: Option<Observer<C>>,
-        slot: Option<ActiveFault>,
-    },
+    // Boxed: the disabled path's future stays as small as the inner one.
+    Chaos(Pin<Box<Faulted<F, C>>>),
+}
+
+#[pin_project]
+struct Faulted<F, C> {
+    #[pin]
+    core: Core<F>,
+    observer: Option<Observer<C>>,
+    slot: Option<ActiveFault>,
 }
 
 impl<F, C> ResponseFuture<F, C> {
@@ -169,11 +173,11 @@ impl<F, C> ResponseFuture<F, C> {
         slot: Option<ActiveFault>,
     ) -> Self {
         ResponseFuture {
-            kind: Kind::Chaos {
+            kind: Kind::Chaos(Box::pin(Faulted {
                 core,
                 observer,
                 slot,
-            },
+            })),
         }
     }
 }
@@ -182,7 +186,7 @@ impl<F, C> fmt::Debug for ResponseFuture<F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
             Kind::Plain { .. } => "plain",
-            Kind::Chaos { .. } => "chaos",
+            Kind::Chaos(_) => "chaos",
         };
         f.debug_struct("ResponseFuture")
             .field("kind", &kind)
@@ -202,17 +206,14 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Plain { future } => future.poll(cx).map_err(Into::into),
-            KindProj::Chaos {
-                core,
-                observer,
-                slot,
-            } => {
-                let result = match ready!(core.poll_step(cx)) {
+            KindProj::Chaos(state) => {
+                let this = state.as_mut().project();
+                let result = match ready!(this.core.poll_step(cx)) {
                     Step::Inner(r) => r.map_err(Into::into),
                     Step::Abort(a, run) => Err(injected(a, run.as_ref()).into()),
                 };
-                slot.take();
-                if let Some(o) = observer.take() {
+                this.slot.take();
+                if let Some(o) = this.observer.take() {
                     o.finish(&result);
                 }
                 Poll::Ready(result)
@@ -243,13 +244,16 @@ mod http_future {
             #[pin]
             future: F,
         },
-        Chaos {
-            #[pin]
-            core: Core<F>,
-            observer: Option<Observer<C>>,
-            slot: Option<ActiveFault>,
-            body: BodyFaults,
-        },
+        Chaos(Pin<Box<HttpFaulted<F, C>>>),
+    }
+
+    #[pin_project(project = HttpFaultedProj)]
+    struct HttpFaulted<F, C> {
+        #[pin]
+        core: Core<F>,
+        observer: Option<Observer<C>>,
+        slot: Option<ActiveFault>,
+        body: BodyFaults,
     }
 
     impl<F, C> HttpResponseFuture<F, C> {
@@ -267,12 +271,12 @@ mod http_future {
             body: BodyFaults,
         ) -> Self {
             HttpResponseFuture {
-                kind: HttpKind::Chaos {
+                kind: HttpKind::Chaos(Box::pin(HttpFaulted {
                     core,
                     observer,
                     slot,
                     body,
-                },
+                })),
             }
         }
     }
@@ -281,7 +285,7 @@ mod http_future {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             let kind = match &self.kind {
                 HttpKind::Plain { .. } => "plain",
-                HttpKind::Chaos { .. } => "chaos",
+                HttpKind::Chaos(_) => "chaos",
             };
             f.debug_struct("HttpResponseFuture")
                 .field("kind", &kind)
@@ -320,12 +324,13 @@ mod http_future {
                     let res = ready!(future.poll(cx)).map_err(Into::into)?;
                     Poll::Ready(Ok(res.map(ChaosBody::plain)))
                 }
-                HttpKindProj::Chaos {
-                    core,
-                    observer,
-                    slot,
-                    body,
-                } => {
+                HttpKindProj::Chaos(state) => {
+                    let HttpFaultedProj {
+                        core,
+                        observer,
+                        slot,
+                        body,
+                    } = state.as_mut().project();
                     let result = match ready!(core.poll_step(cx)) {
                         Step::Inner(Ok(res)) => {
                             let faults = std::mem::replace(body, BodyFaults::NONE);

@@ -25,7 +25,7 @@
 //!   tool (feature `cli`).
 //!
 //! With no experiment running and header faults off, a chaos layer costs
-//! one atomic load per call.
+//! one relaxed atomic load in `poll_ready` and one in `call`.
 //!
 //! The design follows Envoy's fault injection filter (delays before the
 //! upstream call, aborts in its place, `max_active_faults`, fault headers),

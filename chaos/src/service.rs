@@ -3,6 +3,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use arc_swap::cache::Cache;
+use arc_swap::ArcSwap;
 use rand::rngs::SmallRng;
 use tower_service::Service;
 use watertight_core::{BoxError, ErrorsAsFailures};
@@ -15,11 +17,10 @@ use crate::target::Inspect;
 /// stream, and the state of `poll_ready`.
 pub(crate) struct Engine {
     shared: Arc<Shared>,
+    /// The plan, re-read only when the controller publishes a new one.
+    plan: Cache<Arc<ArcSwap<Plan>>, Arc<Plan>>,
     rng: SmallRng,
-    /// Whether the controller was armed at the last `poll_ready`; `true`
-    /// until then, so a call without `poll_ready` still reads the plan.
-    armed: bool,
-    /// The `unavailable` dice were rolled since the last call.
+    /// The `unavailable` dice were rolled since the last armed call.
     rolled: bool,
     unavailable: Option<Unavailable>,
 }
@@ -34,8 +35,8 @@ impl Engine {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Engine {
             rng: shared.rng(),
+            plan: Cache::new(shared.plan.clone()),
             shared,
-            armed: true,
             rolled: false,
             unavailable: None,
         }
@@ -43,9 +44,7 @@ impl Engine {
 
     #[inline]
     pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let armed = self.shared.armed.load(Ordering::Relaxed);
-        self.armed = armed;
-        if !armed && self.unavailable.is_none() {
+        if self.unavailable.is_none() && !self.shared.armed.load(Ordering::Relaxed) {
             return Poll::Ready(());
         }
         self.poll_unavailable(cx)
@@ -63,11 +62,11 @@ impl Engine {
             return Poll::Ready(());
         }
         self.rolled = true;
-        let plan = self.shared.plan.load();
+        let plan = self.plan.load();
         if !plan.unavailable {
             return Poll::Ready(());
         }
-        match self.shared.decide_unavailable(&plan, &mut self.rng) {
+        match self.shared.decide_unavailable(plan, &mut self.rng) {
             Some(mut u) => {
                 // Registers the waker with the period's timer.
                 if u.poll(cx).is_ready() {
@@ -83,17 +82,17 @@ impl Engine {
     /// `None` on the disabled path: the controller was not armed.
     #[inline]
     pub(crate) fn begin<R: Inspect + ?Sized>(&mut self, req: &R, body: bool) -> Option<Begin> {
-        self.rolled = false;
-        if !std::mem::replace(&mut self.armed, true) {
+        if !self.shared.armed.load(Ordering::Relaxed) {
             return None;
         }
+        self.rolled = false;
         self.begin_armed(req, body)
     }
 
     fn begin_armed<R: Inspect + ?Sized>(&mut self, req: &R, body: bool) -> Option<Begin> {
-        let plan = self.shared.plan.load();
-        let injection = self.shared.decide(&plan, req, &mut self.rng, body);
-        let observe = plan.guarded.then(|| arc_swap::Guard::into_inner(plan));
+        let plan = self.plan.load();
+        let injection = self.shared.decide(plan, req, &mut self.rng, body);
+        let observe = plan.guarded.then(|| plan.clone());
         if injection.is_none() && observe.is_none() {
             return None;
         }
@@ -122,12 +121,12 @@ impl fmt::Debug for Engine {
 /// Latency, aborts (as [`error::Injected`](crate::error::Injected)), hangs
 /// and unavailability apply; the body faults (`throttle`, `truncate`) need
 /// [`HttpChaos`]. With no experiment running and header faults off, the
-/// whole cost is one atomic load in `poll_ready`.
+/// layer costs one relaxed atomic load in `poll_ready` and one in `call`,
+/// and its response future is the inner one.
 ///
-/// `poll_ready` decides on `unavailable` faults and remembers whether the
-/// controller is armed; `call` then draws the request's faults. A service
-/// called without `poll_ready` (against tower's contract) still gets its
-/// faults.
+/// `poll_ready` decides on `unavailable` faults; `call` draws the
+/// request's faults from the controller's current plan (re-read only when
+/// the controller publishes a new one).
 ///
 /// # Clone
 ///

@@ -203,7 +203,7 @@ pub(crate) struct Shared {
     /// Whether any experiment runs or header faults are on: the one atomic
     /// load of the disabled path.
     pub(crate) armed: AtomicBool,
-    pub(crate) plan: ArcSwap<Plan>,
+    pub(crate) plan: Arc<ArcSwap<Plan>>,
     pub(crate) instance: Option<Arc<Endpoint>>,
     active: AtomicUsize,
     max_active: usize,
@@ -245,7 +245,7 @@ impl Shared {
         let shared = Arc::new(Shared {
             name: c.name,
             armed: AtomicBool::new(false),
-            plan: ArcSwap::from_pointee(Plan::default()),
+            plan: Arc::new(ArcSwap::from_pointee(Plan::default())),
             instance: c.instance,
             active: AtomicUsize::new(0),
             max_active: c.max_active.unwrap_or(usize::MAX),
