@@ -31,6 +31,8 @@ pub(crate) struct Group {
     weight_sq: u128,
     /// Members in slow start.
     ramping: u32,
+    /// Whether picks follow weights; kept up to date on every change.
+    weighted: bool,
     edf: Option<Edf>,
     rr: usize,
 }
@@ -47,8 +49,13 @@ impl Group {
     /// Whether picks must follow weights (EDF) rather than P2C or plain
     /// round robin.
     pub(crate) fn weighted(&self) -> bool {
+        self.weighted
+    }
+
+    fn update_weighted(&mut self) {
         let n = self.members.len() as u128;
-        self.ramping > 0 || n * self.weight_sq != u128::from(self.weight_sum).pow(2)
+        self.weighted =
+            self.ramping > 0 || n * self.weight_sq != u128::from(self.weight_sum).pow(2);
     }
 
     /// Adds `slot` (whose membership epoch is `epoch`, EDF weight
@@ -66,6 +73,7 @@ impl Group {
         self.weight_sum += u64::from(weight);
         self.weight_sq += u128::from(weight) * u128::from(weight);
         self.ramping += u32::from(ramping);
+        self.update_weighted();
         if let Some(edf) = &mut self.edf {
             edf.add(slot, epoch, edf_weight);
         }
@@ -80,6 +88,7 @@ impl Group {
         self.weight_sum -= u64::from(weight);
         self.weight_sq -= u128::from(weight) * u128::from(weight);
         self.ramping -= u32::from(ramping);
+        self.update_weighted();
         if self.members.is_empty() {
             self.edf = None;
         }
@@ -87,8 +96,8 @@ impl Group {
     }
 
     /// Power of two choices without replacement: two distinct members at
-    /// random, the one of lower `cost` (the first drawn on a tie).
-    pub(crate) fn p2c(&self, rng: &mut SmallRng, cost: impl Fn(u32) -> f64) -> Option<u32> {
+    /// random, the cheaper one by `less` (the first drawn on a tie).
+    pub(crate) fn p2c(&self, rng: &mut SmallRng, less: impl Fn(u32, u32) -> bool) -> Option<u32> {
         let m = &self.members;
         match m.len() {
             0 => None,
@@ -100,7 +109,7 @@ impl Group {
                     b += 1;
                 }
                 let (x, y) = (m[a], m[b]);
-                Some(if cost(y) < cost(x) { y } else { x })
+                Some(if less(y, x) { y } else { x })
             }
         }
     }
@@ -109,7 +118,7 @@ impl Group {
     pub(crate) fn p2c_excluding(
         &self,
         rng: &mut SmallRng,
-        cost: impl Fn(u32) -> f64,
+        less: impl Fn(u32, u32) -> bool,
         excluded: impl Fn(u32) -> bool,
     ) -> Option<u32> {
         let m = &self.members;
@@ -125,7 +134,7 @@ impl Group {
                         b += 1;
                     }
                     let (x, y) = (open[a], open[b]);
-                    Some(if cost(y) < cost(x) { y } else { x })
+                    Some(if less(y, x) { y } else { x })
                 }
             };
         }
@@ -139,7 +148,7 @@ impl Group {
             }
             match found {
                 None => found = Some(s),
-                Some(f) => return Some(if cost(s) < cost(f) { s } else { f }),
+                Some(f) => return Some(if less(s, f) { s } else { f }),
             }
         }
         found
@@ -310,9 +319,9 @@ mod tests {
         }
         let mut rng = SmallRng::seed_from_u64(1);
         for _ in 0..100 {
-            assert_eq!(g.p2c(&mut rng, f64::from), Some(0));
+            assert_eq!(g.p2c(&mut rng, |a, b| a < b), Some(0));
         }
-        assert_eq!(g.p2c_excluding(&mut rng, f64::from, |s| s == 0), Some(1));
-        assert_eq!(g.p2c_excluding(&mut rng, |_| 0.0, |_| true), None);
+        assert_eq!(g.p2c_excluding(&mut rng, |a, b| a < b, |s| s == 0), Some(1));
+        assert_eq!(g.p2c_excluding(&mut rng, |_, _| false, |_| true), None);
     }
 }

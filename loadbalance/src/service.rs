@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -1427,7 +1427,6 @@ where
         now: Instant,
         exclude: Option<&[EndpointId]>,
     ) -> Option<u32> {
-        let now_ns = self.hooks.nanos(now);
         let tau = self.hooks.tau_ns;
         let weighted = group(&self.plans, g).weighted();
         let pick = self.config.pick;
@@ -1454,17 +1453,19 @@ where
             Pick::P2c {
                 load: Load::LeastRequests,
             } => {
-                let cost = |s: u32| f64::from(slots[s as usize].tracker.stats.active.load(Relaxed));
+                let active = |s: u32| slots[s as usize].tracker.stats.active.load(Relaxed);
+                let less = |a: u32, b: u32| active(a) < active(b);
                 match exclude {
-                    None => grp.p2c(&mut self.rng, cost),
-                    Some(_) => grp.p2c_excluding(&mut self.rng, cost, excluded),
+                    None => grp.p2c(&mut self.rng, less),
+                    Some(_) => grp.p2c_excluding(&mut self.rng, less, excluded),
                 }
             }
             _ => {
-                let cost = |s: u32| slots[s as usize].tracker.stats.cost(now_ns, tau);
+                let stats = |s: u32| &slots[s as usize].tracker.stats;
+                let less = |a: u32, b: u32| stats(a).cheaper(stats(b), tau);
                 match exclude {
-                    None => grp.p2c(&mut self.rng, cost),
-                    Some(_) => grp.p2c_excluding(&mut self.rng, cost, excluded),
+                    None => grp.p2c(&mut self.rng, less),
+                    Some(_) => grp.p2c_excluding(&mut self.rng, less, excluded),
                 }
             }
         }
@@ -2070,7 +2071,7 @@ where
         }
         req.insert_extension(sl.selected.clone());
         let tracker = sl.tracker.clone();
-        tracker.stats.active.fetch_add(1, AcqRel);
+        tracker.stats.active.fetch_add(1, Relaxed);
         let start = Instant::now();
         let future = sl
             .service

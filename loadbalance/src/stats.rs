@@ -17,6 +17,11 @@ use crate::handle::{EndpointState, EndpointStatus, View};
 use crate::hints::ServerHints;
 use crate::outlier::Detection;
 
+/// A duration in nanoseconds as `f64`, without the slow `u128` conversion.
+fn nanos_f64(d: Duration) -> f64 {
+    d.as_secs() as f64 * 1e9 + f64::from(d.subsec_nanos())
+}
+
 /// One call in the `interval` counter's high half.
 const CALL: u64 = 1 << 32;
 const LOW: u64 = u32::MAX as u64;
@@ -99,7 +104,8 @@ pub(crate) struct Hooks<T, E> {
 
 impl<T, E> Hooks<T, E> {
     pub(crate) fn nanos(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.epoch).as_nanos() as u64
+        let d = now.saturating_duration_since(self.epoch);
+        d.as_secs() * 1_000_000_000 + u64::from(d.subsec_nanos())
     }
 }
 
@@ -142,9 +148,15 @@ impl EndpointStats {
         rtt * (-dt / tau_ns).exp()
     }
 
-    /// PeakEWMA's cost: `rtt · (pending + 1)`.
-    pub(crate) fn cost(&self, now_ns: u64, tau_ns: f64) -> f64 {
-        self.rtt(now_ns, tau_ns) * f64::from(self.active.load(Relaxed) + 1)
+    /// Whether this endpoint's PeakEWMA cost `rtt · (pending + 1)` is below
+    /// `other`'s now. Both estimates decay by `exp(-(now - stamp) / τ)`, so
+    /// the common `exp(-now / τ)` cancels: one `exp` of the stamps'
+    /// difference, and no clock read.
+    pub(crate) fn cheaper(&self, other: &EndpointStats, tau_ns: f64) -> bool {
+        let a = f64::from_bits(self.rtt.load(Relaxed)) * f64::from(self.active.load(Relaxed) + 1);
+        let b = f64::from_bits(other.rtt.load(Relaxed)) * f64::from(other.active.load(Relaxed) + 1);
+        let ds = self.stamp.load(Relaxed) as f64 - other.stamp.load(Relaxed) as f64;
+        a * (ds / tau_ns).clamp(-700.0, 700.0).exp() < b
     }
 
     /// Adds an RTT sample: a sample above the estimate replaces it; one
@@ -242,7 +254,7 @@ impl<T, E> Tracker<T, E> {
         let h = &*self.hooks;
         let class = h.classify.classify(result);
         let now = Instant::now();
-        let mut sample = now.saturating_duration_since(start).as_nanos() as f64;
+        let mut sample = nanos_f64(now.saturating_duration_since(start));
         if class.is_failure() {
             sample = sample.max(h.penalty_ns);
             if let Ok(res) = result {
@@ -272,7 +284,7 @@ impl<T, E> Tracker<T, E> {
     pub(crate) fn cancelled(&self, start: Instant) {
         let h = &*self.hooks;
         let now = Instant::now();
-        let sample = now.saturating_duration_since(start).as_nanos() as f64;
+        let sample = nanos_f64(now.saturating_duration_since(start));
         self.stats.observe(sample, h.nanos(now), h.tau_ns);
     }
 }
@@ -316,6 +328,20 @@ mod tests {
         assert!((s.rtt(10_000_000_000, tau) - expected).abs() < 1.0);
         // Idle, it decays towards zero.
         assert!(s.rtt(40_000_000_000, tau) < expected * 0.06);
+    }
+
+    #[test]
+    fn cheaper_compares_decayed_costs() {
+        let tau = 10e9;
+        let old = EndpointStats::new(100e6, 0);
+        let new = EndpointStats::new(40e6, 10_000_000_000);
+        // At 10 s the old estimate has decayed to 100/e ≈ 36.8 ms.
+        assert!(old.cheaper(&new, tau));
+        assert!(!new.cheaper(&old, tau));
+        new.active.store(1, Relaxed);
+        assert!(old.cheaper(&new, tau));
+        old.active.store(2, Relaxed);
+        assert!(!old.cheaper(&new, tau));
     }
 
     #[test]
