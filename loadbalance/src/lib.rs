@@ -64,6 +64,20 @@
 //! see [`outlier`]. The one default that differs: `always_eject_one`, so a
 //! 9-endpoint cluster can eject one endpoint despite the 10% cap.
 //!
+//! # Per-endpoint failures: outlier detection or breakers
+//!
+//! Both take a failing endpoint out of rotation; they differ when many
+//! fail at once. Outlier detection caps how many endpoints it ejects
+//! (`max_ejection_percent`) and a priority level in panic uses ejected
+//! endpoints again, so a cluster-wide brownout keeps every endpoint
+//! serving. A circuit breaker in `Backpressure` mode has no such cap: when
+//! every endpoint's breaker opens, no endpoint is ready and requests wait
+//! until a breaker lets a probe through. With zone-aware routing, a whole
+//! zone failing is the case to plan for: give `max_ejection_percent` at
+//! least one zone's share of endpoints (34 for three equal zones), or keep
+//! per-endpoint breakers for it; Envoy's default of 10% ejects one endpoint
+//! of a failed zone and leaves that zone's clients retrying into the rest.
+//!
 //! # Observability
 //!
 //! A [`BalancerHandle`] reads endpoint counts per zone and state, every
@@ -78,6 +92,24 @@
 //! `watertight_loadbalance_evictions_total`,
 //! `watertight_loadbalance_discovery_errors_total`. Traces use target
 //! `watertight_loadbalance`; [`Builder::on_event`] gives typed [`Event`]s.
+//!
+//! # Sources
+//!
+//! - Envoy's load-balancing documentation (architecture overview): priority
+//!   levels and overprovisioning, degraded endpoints, panic threshold,
+//!   zone-aware routing, locality-weighted load balancing, load-balancer
+//!   subsets, slow start, the least-request balancer's
+//!   `weight / (active + 1)^bias` with its EDF scheduler, ring hash and
+//!   Maglev; and its outlier-detection overview and `OutlierDetection`
+//!   reference.
+//! - M. Mitzenmacher, "The Power of Two Choices in Randomized Load
+//!   Balancing", IEEE TPDS 2001.
+//! - Finagle's `PeakEwma` load metric and linkerd's use of P2C over it
+//!   (also tower's `load::PeakEwma`); tower issue #696 on weighted P2C.
+//! - Netflix Ribbon's `ZoneAvoidanceRule` and `ZoneAwareLoadBalancer`.
+//! - D. Karger et al., "Consistent Hashing and Random Trees", STOC 1997;
+//!   Ketama's point density; D. E. Eisenbud et al., "Maglev: A Fast and
+//!   Reliable Software Network Load Balancer", NSDI 2016.
 //!
 //! # Feature flags
 //!

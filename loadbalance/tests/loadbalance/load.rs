@@ -106,3 +106,47 @@ async fn slow_start_ramps_a_new_endpoint_by_the_formula() {
         assert_near(&format!("share at {at} s"), got, want, 0.01);
     }
 }
+
+fn rtt_of(lb: &Lb, id: &str) -> Duration {
+    lb.handle()
+        .endpoints()
+        .into_iter()
+        .find(|e| e.endpoint.id.as_str() == id)
+        .unwrap()
+        .rtt
+}
+
+#[cfg(feature = "http")]
+#[tokio::test(start_paused = true)]
+async fn server_hints_raise_the_failure_penalty() {
+    let cluster = Cluster::default();
+    let a1 = cluster.get("a1");
+    a1.set_status(503);
+    a1.0.retry_after
+        .store(20, std::sync::atomic::Ordering::SeqCst);
+    let build = |hints: bool| {
+        let b = Builder::new()
+            .round_robin()
+            .classify(ServerErrorsAsFailures)
+            .no_outlier_detection()
+            .seed(23);
+        let factory = cluster.factory();
+        let eps = fixed(endpoints(&[("a", 2)]));
+        if hints {
+            b.hints(watertight_loadbalance::http::HeaderHints)
+                .build(eps, factory)
+                .unwrap()
+        } else {
+            b.build(eps, factory).unwrap()
+        }
+    };
+    let mut hinted: Lb = build(true);
+    tally(&mut hinted, 10).await;
+    // The 503 asked for 20 s: PeakEWMA now sees a 20 s round trip.
+    assert_eq!(rtt_of(&hinted, "a1"), Duration::from_secs(20));
+    assert!(rtt_of(&hinted, "a2") <= Duration::from_millis(30));
+
+    let mut plain: Lb = build(false);
+    tally(&mut plain, 10).await;
+    assert_eq!(rtt_of(&plain, "a1"), Duration::from_millis(250));
+}

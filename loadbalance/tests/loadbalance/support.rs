@@ -34,6 +34,8 @@ pub struct State {
     /// Every n-th call answers 503 (0: never).
     pub fail_every: AtomicU32,
     pub latency_us: AtomicU64,
+    /// A `Retry-After` header (seconds) on failures (0: none).
+    pub retry_after: AtomicU64,
     pub hang: AtomicBool,
     pub ready: AtomicBool,
     pub ready_error: AtomicBool,
@@ -48,6 +50,7 @@ impl Backend {
             status: AtomicU16::new(200),
             fail_every: AtomicU32::new(0),
             latency_us: AtomicU64::new(0),
+            retry_after: AtomicU64::new(0),
             hang: AtomicBool::new(false),
             ready: AtomicBool::new(true),
             ready_error: AtomicBool::new(false),
@@ -111,6 +114,7 @@ impl Service<Req> for Backend {
         };
         let latency = Duration::from_micros(self.0.latency_us.load(SeqCst));
         let hang = self.0.hang.load(SeqCst);
+        let retry_after = self.0.retry_after.load(SeqCst);
         let id = self.0.id.clone();
         Box::pin(async move {
             if hang {
@@ -119,7 +123,11 @@ impl Service<Req> for Backend {
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
             }
-            Ok(Response::builder().status(status).body(id).unwrap())
+            let mut res = Response::builder().status(status);
+            if status >= 500 && retry_after > 0 {
+                res = res.header("retry-after", retry_after.to_string());
+            }
+            Ok(res.body(id).unwrap())
         })
     }
 }
