@@ -235,7 +235,7 @@ impl<C> AdmissionBuilder<C> {
         }
     }
 
-    /// Calls `listener` with every [`Event`]; see [`event`](crate::event).
+    /// Calls `listener` with every [`Event`]; see [`event`].
     pub fn on_event<F>(mut self, listener: F) -> Self
     where
         F: Fn(&Event) + Send + Sync + 'static,

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! Both carry a `retry_after` hint; with feature `http`,
-//! [`http::ErrorResponse`](crate::http::ErrorResponse) turns them into a
+//! `http::ErrorResponse` turns them into a
 //! `503 Service Unavailable` with a `Retry-After` header.
 
 use std::borrow::Cow;

@@ -21,7 +21,7 @@
 //! A request turned away fails with [`error::Full`] or [`error::Throttled`]
 //! inside a [`BoxError`](watertight_core::BoxError), without reaching the
 //! inner service; both carry a `retry_after` hint, and with feature `http`
-//! [`http::ErrorResponse`] makes a server's `503` with `Retry-After` out of
+//! `http::ErrorResponse` makes a server's `503` with `Retry-After` out of
 //! them.
 //!
 //! # Permits
@@ -67,9 +67,9 @@
 //!   [`AdaptiveConfig`], [`PartitionedConfig`] and [`AdmissionConfig`],
 //!   durations in humantime (`"250ms"`), validated on the way in with errors
 //!   naming the field.
-//! - `http`: [`http::ErrorResponse`], the `503` + `Retry-After` mapping of
+//! - `http`: `http::ErrorResponse`, the `503` + `Retry-After` mapping of
 //!   rejections; [`Criticality`] read from `http::Request` extensions.
-//! - `axum`: `IntoResponse` for [`http::ErrorResponse`].
+//! - `axum`: `IntoResponse` for `http::ErrorResponse`.
 //!
 //! # Example
 //!

@@ -35,11 +35,11 @@
 //! behaviour. The RTT of a dropped call (a fast `503`, a timeout) says
 //! nothing about queueing and never feeds an RTT baseline.
 
-mod aimd;
-mod envoy;
-mod gradient2;
-mod vegas;
-mod windowed;
+pub mod aimd;
+pub mod envoy;
+pub mod gradient2;
+pub mod vegas;
+pub mod windowed;
 
 use std::time::Duration;
 

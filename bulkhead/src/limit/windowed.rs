@@ -115,7 +115,7 @@ impl WindowConfig {
 /// for i in 0..100 {
 ///     assert_eq!(aimd.update(&Sample::new(t0 + ms(10 * i), ms(10), 20, false)), 20);
 /// }
-/// assert_eq!(aimd.update(&Sample::new(t0 + ms(1_000), ms(10), 20, false)), 21);
+/// assert_eq!(aimd.update(&Sample::new(t0 + ms(1_001), ms(10), 20, false)), 21);
 /// # Ok::<(), watertight_bulkhead::error::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
