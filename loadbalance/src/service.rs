@@ -161,10 +161,10 @@ where
     subset: usize,
     prio: usize,
     loc: u32,
-    /// Ready: the service is here (not waiting in `pending`).
+    /// Ready: the service is here (not waiting in `pending`). It is polled
+    /// again right before every call, as tower's balancer does: readiness
+    /// can be withdrawn.
     ready: bool,
-    /// Its `poll_ready` returned `Ready` and it was not called since.
-    polled: bool,
     ejected: bool,
     k: u32,
     uneject_at: Option<Instant>,
@@ -880,7 +880,13 @@ where
             Some(i) => i,
             None => self.slots.len() as u32,
         };
-        let gen = self.slots.get(idx as usize).map_or(0, |s| s.gen);
+        // A reused slot keeps counting generations and epochs, so nothing
+        // that named its previous endpoint (timers, waiting futures, EDF
+        // entries) can match the new one.
+        let (gen, epoch) = self
+            .slots
+            .get(idx as usize)
+            .map_or((0, 0), |s| (s.gen, s.epoch));
         let endpoint = Arc::new(e);
         let tracker = Arc::new(Tracker {
             stats: EndpointStats::new(
@@ -899,7 +905,7 @@ where
         let slot = Slot {
             live: true,
             gen,
-            epoch: 0,
+            epoch,
             selected: Selected::new(endpoint.clone()),
             endpoint,
             service: Some(service),
@@ -909,7 +915,6 @@ where
             prio,
             loc,
             ready: true,
-            polled: false,
             ejected: false,
             k: 0,
             uneject_at: None,
@@ -957,9 +962,9 @@ where
             let sl = &mut self.slots[i];
             sl.live = false;
             sl.gen = sl.gen.wrapping_add(1);
+            sl.epoch = sl.epoch.wrapping_add(1);
             sl.service = None;
             sl.ready = false;
-            sl.polled = false;
             if let Some(c) = sl.cancel.take() {
                 c.cancel();
             }
@@ -1104,7 +1109,6 @@ where
             let sl = &mut self.slots[i];
             sl.cancel = Some(cancel.clone());
             sl.ready = false;
-            sl.polled = false;
         }
         self.pending.push(PendingReady {
             svc: Some(svc),
@@ -1151,7 +1155,6 @@ where
                         sl.service = Some(svc);
                         sl.cancel = None;
                         sl.ready = true;
-                        sl.polled = true;
                     }
                     self.reindex(idx, now, true);
                 }
@@ -1166,18 +1169,11 @@ where
     where
         S::Error: Into<BoxError>,
     {
-        let sl = &mut self.slots[idx as usize];
-        if sl.polled {
-            return true;
-        }
-        let Some(svc) = sl.service.as_mut() else {
+        let Some(svc) = self.slots[idx as usize].service.as_mut() else {
             return false;
         };
         match svc.poll_ready(cx) {
-            Poll::Ready(Ok(())) => {
-                sl.polled = true;
-                true
-            }
+            Poll::Ready(Ok(())) => true,
             Poll::Pending => {
                 self.park(idx, now);
                 false
@@ -1502,7 +1498,7 @@ where
                 idx, gen, epoch, ..
             } => {
                 let sl = &self.slots[idx as usize];
-                sl.live && sl.gen == gen && sl.epoch == epoch && sl.ready && sl.polled
+                sl.live && sl.gen == gen && sl.epoch == epoch && sl.ready
             }
         }
     }
@@ -1966,11 +1962,26 @@ where
         if self.routing_dirty || self.membership_changed {
             self.recompute(now);
         }
-        if let Some(c) = &self.chosen {
-            if self.chosen_valid(c) {
-                return Poll::Ready(Ok(()));
+        // A choice not yet called is polled again: its readiness may have
+        // been withdrawn since.
+        if let Some(c) = self.chosen.take() {
+            match c {
+                Chosen::Fail { .. } => {
+                    self.chosen = Some(c);
+                    return Poll::Ready(Ok(()));
+                }
+                Chosen::Slot { idx, .. }
+                    if self.chosen_valid(&c) && self.poll_slot(idx, cx, now) =>
+                {
+                    self.chosen = Some(c);
+                    return Poll::Ready(Ok(()));
+                }
+                Chosen::Slot { .. } => {
+                    if self.routing_dirty {
+                        self.recompute(now);
+                    }
+                }
             }
-            self.chosen = None;
         }
         loop {
             match self.pick(now) {
@@ -2065,7 +2076,6 @@ where
         }
         self.count(decision);
         let sl = &mut self.slots[idx as usize];
-        sl.polled = false;
         if let Some(a) = &attempted {
             a.record(sl.endpoint.id.clone());
         }

@@ -8,6 +8,7 @@ mod config;
 mod hashing;
 mod load;
 mod locality;
+mod model;
 mod outlier;
 mod readiness;
 mod real_servers;
