@@ -208,3 +208,52 @@ fn metrics_report_decisions_endpoints_and_ejections() {
         1.0
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn least_requests_avoids_an_endpoint_that_holds_requests() {
+    let cluster = Cluster::default();
+    cluster
+        .get("a1")
+        .0
+        .hang
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut lb: Lb = Builder::new()
+        .least_requests()
+        .seed(3)
+        .build(fixed(endpoints(&[("a", 4)])), cluster.factory())
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..2_000 {
+        let fut = lb.ready().await.unwrap().call(Request::new(()));
+        held.push(tokio::spawn(fut));
+        tokio::task::yield_now().await;
+    }
+    // Each request a1 holds makes it lose one more comparison: it takes a
+    // handful, never its quarter.
+    let a1 = cluster.get("a1").calls();
+    assert!(a1 < 20, "{a1}");
+    for h in held {
+        h.abort();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_layer_builds_balancers_over_discovery_streams() {
+    use tower::Layer;
+    let cluster = Cluster::default();
+    let layer = Builder::new()
+        .round_robin()
+        .seed(3)
+        .layer(cluster.factory())
+        .unwrap();
+    let mut first: Lb = layer.layer(fixed(endpoints(&[("a", 2)])));
+    let mut second: Lb = layer.clone().layer(fixed(endpoints(&[("b", 3)])));
+    assert_eq!(tally(&mut first, 100).await.len(), 2);
+    assert_eq!(tally(&mut second, 100).await.len(), 3);
+    let err = Builder::new()
+        .local_zone("a")
+        .local_cluster(fixed(clients(&[("a", 1), ("b", 1)])))
+        .layer::<_, Req>(cluster.factory())
+        .unwrap_err();
+    assert_eq!(err.field(), "local_cluster");
+}
