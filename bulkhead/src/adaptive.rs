@@ -45,8 +45,10 @@ pub enum AlgorithmConfig {
 }
 
 impl Default for AlgorithmConfig {
+    /// [`Vegas`] with Netflix's defaults; see [`limit`](crate::limit#choosing)
+    /// for why.
     fn default() -> Self {
-        AlgorithmConfig::Gradient2(Gradient2Config::default())
+        AlgorithmConfig::Vegas(VegasConfig::default())
     }
 }
 
@@ -91,7 +93,7 @@ impl AlgorithmConfig {
 /// | field | default |
 /// |---|---|
 /// | `name` | `"adaptive_concurrency"` |
-/// | `algorithm` | [`Gradient2`] with Netflix's defaults |
+/// | `algorithm` | [`Vegas`] with Netflix's defaults ([why](crate::limit#choosing)) |
 /// | `window` | Netflix's window (1 s, 10 samples, average) for AIMD, Vegas and Gradient2; none for Envoy's controller |
 /// | `max_queue` | 0 (reject at once when full) |
 /// | `max_wait` | 1 s |
@@ -202,7 +204,7 @@ impl AdaptiveConfig {
 
 /// Builds an [`AdaptiveConcurrencyLayer`].
 ///
-/// The defaults are those of [`AdaptiveConfig`]: [`Gradient2`] windowed as
+/// The defaults are those of [`AdaptiveConfig`]: [`Vegas`] windowed as
 /// Netflix's `WindowedLimit`, fail-fast, no queue. Setters never fail;
 /// [`build`](Self::build) validates and names the first field at fault.
 pub struct AdaptiveBuilder<C = ErrorsAsFailures> {

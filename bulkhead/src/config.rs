@@ -42,6 +42,8 @@ pub enum Order {
     /// likeliest to have given up already; LIFO serves the freshest, so
     /// some requests keep meeting their deadlines while the oldest time
     /// out (Facebook's adaptive LIFO, "Fail at Scale", ACM Queue 2015).
+    /// Facebook pairs it with CoDel-style short queue timeouts; here the
+    /// queue timeout is the fixed `max_wait`, so keep it short with LIFO.
     Lifo,
 }
 
@@ -87,7 +89,8 @@ pub struct BulkheadConfig {
     /// `2^30`; 0 rejects at once. [`Mode::FailFast`] only.
     pub max_queue: u32,
     /// How long a queued request waits before it is rejected; not zero.
-    /// [`Mode::FailFast`] only.
+    /// [`Mode::FailFast`] only. The wait is a Tokio timer: a bulkhead with
+    /// a queue runs inside a Tokio runtime with time enabled.
     #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub max_wait: Duration,
     /// Which waiter a freed permit goes to.

@@ -165,8 +165,8 @@ impl<C: fmt::Debug> fmt::Debug for AdaptiveConcurrencyLayer<C> {
 }
 
 impl Default for AdaptiveConcurrencyLayer {
-    /// [`Gradient2`](crate::limit::Gradient2), windowed, with Netflix's
-    /// defaults; fail-fast, no queue.
+    /// [`Vegas`](crate::limit::Vegas), windowed, with Netflix's defaults;
+    /// fail-fast, no queue.
     fn default() -> Self {
         AdaptiveBuilder::new()
             .build()

@@ -12,7 +12,7 @@
 //!   requests carrying a [`Criticality`] are shed least critical first.
 //! - [`AdaptiveConcurrency`] ([`AdaptiveConcurrencyLayer`]): a limit that
 //!   follows the service's latency and drops, with pluggable
-//!   [`limit`] algorithms: AIMD, Vegas and Gradient2 (Netflix
+//!   [`limit`] algorithms: AIMD, Vegas (the default) and Gradient2 (Netflix
 //!   concurrency-limits) and Envoy's gradient controller, windowed samples,
 //!   min and max limits, drops judged by a [`Classify`](watertight_core::Classify).
 //! - [`Admission`] ([`AdmissionLayer`]): client-side throttling (Google SRE),

@@ -24,6 +24,28 @@
 //!
 //! Any type implementing [`LimitAlgorithm`] plugs in.
 //!
+//! # Choosing
+//!
+//! The default of [`AdaptiveConcurrencyLayer`](crate::AdaptiveConcurrencyLayer)
+//! is [`Vegas`], windowed. It estimates the queue at the service directly,
+//! so it stops growing a few requests past the service's capacity without
+//! needing the service to shed (in this crate's convergence tests it
+//! settles 10% above a server's capacity with nothing shed, where the
+//! others settle at the point the server starts shedding), and its floor is
+//! one permit, so several clients in front of a small backend pool can
+//! share the pool. Its baseline is the lowest windowed RTT seen, re-probed
+//! every `30 × limit` windows: a service that becomes slower for good looks
+//! queued until then.
+//!
+//! Netflix recommends [`Gradient2`] for servers: it follows long-term
+//! latency changes, tolerates RTT up to 1.5× the long-term average and
+//! never goes below 20 permits, which keeps a server with bursty request
+//! costs from shedding too eagerly, but lets a set of clients jointly keep
+//! a small backend more than 1.5× over its capacity. [`Aimd`] needs drops
+//! (a server that sheds, or timeouts) to find the limit. [`EnvoyGradient`]
+//! re-measures its baseline at a pinned low limit every minute and grows
+//! fast (up to 2× per 100 ms) while latency is within 25% of it.
+//!
 //! # Drops
 //!
 //! A drop means the service is shedding or timing out: every algorithm here

@@ -173,7 +173,8 @@ impl Service<()> for Server {
 /// What an open-loop run measured.
 #[derive(Debug, Default)]
 pub struct Run {
-    /// Latencies of admitted requests that the server served.
+    /// Latencies of admitted requests that the server served, of those
+    /// started after the run settled.
     pub served: Vec<Duration>,
     /// Admitted requests the server shed.
     pub shed_by_server: u64,
@@ -202,12 +203,13 @@ impl Run {
     }
 }
 
-/// Offers `rate` requests per second to `svc` for `duration`, open loop
-/// (arrivals do not wait for answers), reading `limit()` each millisecond
-/// after `settle`.
+/// Offers `rate(elapsed)` requests per second to `svc` for `duration`, open
+/// loop (arrivals do not wait for answers), reading `limit()` each
+/// millisecond after `settle`; latencies are kept for requests started after
+/// `settle`.
 pub async fn open_loop<S>(
     svc: S,
-    rate: f64,
+    rate: impl Fn(Duration) -> f64,
     duration: Duration,
     settle: Duration,
     limit: impl Fn() -> u32,
@@ -222,11 +224,11 @@ where
     let mut limits = Vec::new();
     let start = Instant::now();
     let tick = Duration::from_millis(1);
-    let per_tick = rate * tick.as_secs_f64();
     let mut owed = 0.0;
     let mut tasks = tokio::task::JoinSet::new();
     while start.elapsed() < duration {
-        owed += per_tick;
+        owed += rate(start.elapsed()) * tick.as_secs_f64();
+        let settled = start.elapsed() >= settle;
         while owed >= 1.0 {
             owed -= 1.0;
             let svc = svc.clone();
@@ -234,7 +236,8 @@ where
             tasks.spawn(async move {
                 let t = Instant::now();
                 match svc.oneshot(()).await {
-                    Ok(()) => served.lock().push(t.elapsed()),
+                    Ok(()) if settled => served.lock().push(t.elapsed()),
+                    Ok(()) => {}
                     Err(e) if watertight_core::is_caused_by::<Overloaded>(&*e) => {
                         shed.fetch_add(1, SeqCst);
                     }
@@ -244,7 +247,7 @@ where
                 }
             });
         }
-        if start.elapsed() >= settle {
+        if settled {
             limits.push(limit());
         }
         tokio::time::sleep(tick).await;
