@@ -79,20 +79,17 @@ impl Engine {
         }
     }
 
-    /// Whether an experiment runs or header faults are on: the disabled
-    /// path's one load.
+    /// `None` on the disabled path: the controller was not armed.
     #[inline]
-    pub(crate) fn is_armed(&self) -> bool {
-        self.shared.armed.load(Ordering::Relaxed)
+    pub(crate) fn begin<R: Inspect + ?Sized>(&mut self, req: &R, body: bool) -> Option<Begin> {
+        if !self.shared.armed.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.rolled = false;
+        self.begin_armed(req, body)
     }
 
-    /// The faults of one request, and what to observe; `None` for neither.
-    pub(crate) fn begin_armed<R: Inspect + ?Sized>(
-        &mut self,
-        req: &R,
-        body: bool,
-    ) -> Option<Begin> {
-        self.rolled = false;
+    fn begin_armed<R: Inspect + ?Sized>(&mut self, req: &R, body: bool) -> Option<Begin> {
         let plan = self.plan.load();
         let injection = self.shared.decide(plan, req, &mut self.rng, body);
         let observe = plan.guarded.then(|| plan.clone());
@@ -196,23 +193,7 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        if !self.engine.is_armed() {
-            return ResponseFuture::plain(self.inner.call(req));
-        }
-        self.call_armed(req)
-    }
-}
-
-impl<S, C> Chaos<S, C> {
-    // Out of line, so the disabled path stays a few instructions.
-    #[inline(never)]
-    fn call_armed<Req>(&mut self, req: Req) -> ResponseFuture<S::Future, C>
-    where
-        S: Service<Req>,
-        Req: Inspect,
-        C: Clone,
-    {
-        match self.engine.begin_armed(&req, false) {
+        match self.engine.begin(&req, false) {
             None => ResponseFuture::plain(self.inner.call(req)),
             Some(begin) => {
                 let observer = begin
@@ -312,22 +293,7 @@ mod http_service {
 
         #[inline]
         fn call(&mut self, req: http::Request<ReqB>) -> Self::Future {
-            if !self.engine.is_armed() {
-                return HttpResponseFuture::plain(self.inner.call(req));
-            }
-            self.call_armed(req)
-        }
-    }
-
-    impl<S, C> HttpChaos<S, C> {
-        // Out of line, so the disabled path stays a few instructions.
-        #[inline(never)]
-        fn call_armed<ReqB>(&mut self, req: http::Request<ReqB>) -> HttpResponseFuture<S::Future, C>
-        where
-            S: Service<http::Request<ReqB>>,
-            C: Clone,
-        {
-            match self.engine.begin_armed(&req, true) {
+            match self.engine.begin(&req, true) {
                 None => HttpResponseFuture::plain(self.inner.call(req)),
                 Some(begin) => {
                     let observer = begin
