@@ -262,9 +262,10 @@ impl<C> AdaptiveBuilder<C> {
         self
     }
 
-    /// The limit algorithm, used as given (wrap it in [`Windowed`] to
-    /// aggregate samples). Each limiter the layer builds starts from a
-    /// clone of it, so pass one that has seen no sample.
+    /// The limit algorithm, used as given: wrap it in [`Windowed`] to
+    /// aggregate samples (the `window` of a [`config`](Self::config) applies
+    /// to the configured algorithm only). Each limiter the layer builds
+    /// starts from a clone of it, so pass one that has seen no sample.
     pub fn algorithm<A>(mut self, algorithm: A) -> Self
     where
         A: LimitAlgorithm + Clone + Sync + fmt::Debug,

@@ -29,6 +29,12 @@
 //! Envoy's `admission_control` filter uses a variant that divides accepts by
 //! a success-rate threshold instead of multiplying by `K`; the default
 //! `max_probability` of 0.8 is that filter's.
+//!
+//! The window should count what the backend did: put this layer *inside*
+//! local limiters such as an [`AdaptiveConcurrency`](crate::AdaptiveConcurrency)
+//! (closer to the backend), or classify their
+//! [`Full`](crate::error::Full) as `Ignored`, or their local rejections
+//! count as the backend's refusals.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

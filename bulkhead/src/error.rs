@@ -215,7 +215,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Validation helpers shared by the configurations.
+/// The validation rules the configurations share.
 pub(crate) mod check {
     use std::time::Duration;
 

@@ -46,6 +46,15 @@
 //! keeps some requests within their deadlines under overload (Facebook's
 //! adaptive LIFO).
 //!
+//! # In a client stack
+//!
+//! An [`AdaptiveConcurrency`] in front of a client's retries and balancer
+//! (outermost, so a retry never turns into extra concurrency) keeps the
+//! client from queueing more at its backends than they can serve, and sheds
+//! the excess at once. Classify HTTP responses with
+//! `ServerErrorsAsFailures` (watertight-core, feature `http`) so that `503`s
+//! and timeouts count as drops. An [`Admission`] throttle goes inside it.
+//!
 //! # Observability
 //!
 //! - `tracing`, target `watertight_bulkhead`: `INFO` on a resize, `DEBUG`

@@ -338,6 +338,9 @@ fn toml_configuration_picks_the_algorithm_and_window() {
         err.to_string().contains("`algorithm.backoff_ratio`"),
         "{err}"
     );
+    let err =
+        toml::from_str::<AdaptiveConfig>("[algorithm]\nkind = \"vegas\"\nalpah = 3").unwrap_err();
+    assert!(err.to_string().contains("alpah"), "{err}");
     let err = toml::from_str::<AdaptiveConfig>("max_wait = \"0s\"").unwrap_err();
     assert!(err.to_string().contains("`max_wait`"), "{err}");
 }
