@@ -145,7 +145,11 @@ impl Faulted {
         let n = chunk.len().min(quantum);
         let start = *self.start.get_or_insert_with(Instant::now);
         let nanos = u128::from(self.sent + n as u64) * 1_000_000_000 / u128::from(rate);
-        let release_at = start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+        let wait = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+        // A rate so low that the wait overflows the clock: wait a year.
+        let release_at = start
+            .checked_add(wait)
+            .unwrap_or_else(|| start + Duration::from_secs(365 * 24 * 3600));
         if Instant::now() < release_at {
             let sleep = self
                 .sleep

@@ -259,14 +259,15 @@ impl Experiment {
     /// - `faults`: 1 to 16; each fault's fields as the
     ///   [module docs](self) list them (delays and rates more than zero,
     ///   `min <= max`, `median <= p99`, HTTP status in `200..=599`, gRPC
-    ///   status in `1..=16`);
+    ///   status in `1..=16`), and no delay or unavailability longer than
+    ///   the experiment's `duration`;
     /// - an `unavailable` fault acts before any request exists, so the
     ///   target may then name only endpoint locality and labels;
     /// - `target`: an upper-case method, a path prefix starting with `/`,
     ///   lower-case header names, non-empty label keys;
     /// - `abort_when`: at least one bound, `error_rate_above` in `(0, 1)`,
-    ///   `p99_above` more than zero, `window` at least 10 ms, `min_calls`
-    ///   at least 1.
+    ///   `p99_above` more than zero, `window` at least 10 ms and at most
+    ///   the experiment's `duration`, `min_calls` at least 1.
     ///
     /// # Errors
     ///
@@ -292,7 +293,7 @@ impl Experiment {
             ));
         }
         for (i, spec) in self.faults.iter().enumerate() {
-            validate_fault(i, &spec.fault)?;
+            validate_fault(i, &spec.fault, self.duration)?;
             if matches!(spec.fault, Fault::Unavailable(_)) && self.target.has_request_matchers() {
                 return Err(InvalidExperiment::new(
                     format!("faults[{i}].type"),
@@ -306,6 +307,12 @@ impl Experiment {
             .map_err(|(f, r)| InvalidExperiment::new(f, r))?;
         if let Some(g) = &self.abort_when {
             g.validate()?;
+            if g.window > self.duration {
+                return Err(InvalidExperiment::new(
+                    "abort_when.window",
+                    "must not exceed the experiment's `duration`",
+                ));
+            }
         }
         Ok(())
     }
@@ -368,19 +375,28 @@ fn validate_name(name: &str) -> Result<(), InvalidExperiment> {
     }
 }
 
-fn validate_fault(i: usize, fault: &Fault) -> Result<(), InvalidExperiment> {
+fn validate_fault(i: usize, fault: &Fault, limit: Duration) -> Result<(), InvalidExperiment> {
     let err = |f: &str, r: String| Err(InvalidExperiment::new(format!("faults[{i}].{f}"), r));
+    // No fault outlives its experiment.
+    let within = |f: &str, d: Duration| {
+        if d > limit {
+            err(f, "must not exceed the experiment's `duration`".to_owned())
+        } else {
+            Ok(())
+        }
+    };
     let positive = |f: &str, d: Duration| {
         if d.is_zero() {
             err(f, "must be greater than zero".to_owned())
         } else {
-            Ok(())
+            within(f, d)
         }
     };
     match fault {
         Fault::Latency(Latency::Fixed(d)) => positive("fixed", *d),
         Fault::Latency(Latency::Uniform { min, max }) => {
             positive("max", *max)?;
+            within("min", *min)?;
             if min > max {
                 return err("min", "must not exceed `max`".to_owned());
             }
@@ -388,11 +404,15 @@ fn validate_fault(i: usize, fault: &Fault) -> Result<(), InvalidExperiment> {
         }
         Fault::Latency(Latency::LogNormal { median, p99, max }) => {
             positive("median", *median)?;
+            within("p99", *p99)?;
             if p99 < median {
                 return err("p99", "must not be less than `median`".to_owned());
             }
-            if max.is_some_and(|m| m < *median) {
-                return err("max", "must not be less than `median`".to_owned());
+            if let Some(m) = max {
+                within("max", *m)?;
+                if m < median {
+                    return err("max", "must not be less than `median`".to_owned());
+                }
             }
             Ok(())
         }
@@ -954,6 +974,24 @@ mod tests {
             "faults[0].type"
         );
         assert_eq!(field_of("{"), ".");
+        assert_eq!(
+            field_of(
+                r#"{"name": "a", "duration": "1m", "faults": [{"type": "latency", "percent": 1, "fixed": "2m"}]}"#
+            ),
+            "faults[0].fixed"
+        );
+        assert_eq!(
+            field_of(
+                r#"{"name": "a", "duration": "1m", "faults": [{"type": "unavailable", "percent": 1, "duration": "99999999h"}]}"#
+            ),
+            "faults[0].duration"
+        );
+        assert_eq!(
+            field_of(
+                r#"{"name": "a", "duration": "1m", "faults": [{"type": "hang", "percent": 1}], "abort_when": {"error_rate_above": 0.1, "window": "2m"}}"#
+            ),
+            "abort_when.window"
+        );
     }
 
     #[test]

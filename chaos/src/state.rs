@@ -26,6 +26,9 @@ use crate::target::Inspect;
 
 pub(crate) const TARGET: &str = "watertight_chaos";
 
+/// Far enough to be never, near enough to add to an instant.
+const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// What the hot path reads: one atomic load of `Shared::armed` decides
 /// whether it reads this at all.
 #[derive(Default)]
@@ -131,11 +134,13 @@ pub(crate) struct Injection {
 }
 
 impl Injection {
-    fn apply(&mut self, fault: &Fault, run: &Arc<Running>, rng: &mut SmallRng) {
+    /// Adds `fault`; a delay is cut to `left`, the experiment's remaining
+    /// life.
+    fn apply(&mut self, fault: &Fault, run: &Arc<Running>, rng: &mut SmallRng, left: Duration) {
         match fault {
             Fault::Latency(l) => {
                 if self.delay.is_none() {
-                    self.delay = Some(l.sample(rng));
+                    self.delay = Some(l.sample(rng).min(left));
                 }
             }
             Fault::Abort(a) => {
@@ -339,7 +344,7 @@ impl Shared {
                         ..Injection::default()
                     }),
                 };
-                inj.apply(&spec.fault, run, rng);
+                inj.apply(&spec.fault, run, rng, run.deadline - t);
                 run.count(i);
             }
         }
@@ -427,7 +432,8 @@ impl Shared {
                 let slot = self.try_acquire()?;
                 run.count(i);
                 return Some(Unavailable {
-                    sleep: Box::pin(tokio::time::sleep_until(t + d)),
+                    // Never past the experiment's end.
+                    sleep: Box::pin(tokio::time::sleep(d.min(run.deadline - t))),
                     ended,
                     run: run.clone(),
                     _slot: slot,
@@ -516,7 +522,7 @@ impl Shared {
             origin: by,
             revision,
             started_at: SystemTime::now(),
-            deadline: now + life,
+            deadline: now.checked_add(life).unwrap_or(now + FAR),
             life,
             guard: exp.abort_when.clone().map(|g| Guard::new(g, now)),
             matched: AtomicU64::new(0),
@@ -723,7 +729,7 @@ async fn supervise(shared: Weak<Shared>, run: Arc<Running>) {
         .as_ref()
         .filter(|g| g.needs_latency())
         .map(Guard::tick);
-    let mut next_tick = tick.map(|t| Instant::now() + t);
+    let mut next_tick = tick.map(|t| Instant::now() + t.min(FAR));
     let (action, reason) = loop {
         let tick_sleep = async {
             match next_tick {
@@ -748,7 +754,7 @@ async fn supervise(shared: Weak<Shared>, run: Arc<Running>) {
                 }
             }
             () = tick_sleep => {
-                next_tick = next_tick.zip(tick).map(|(at, t)| at + t);
+                next_tick = next_tick.zip(tick).map(|(at, t)| at + t.min(FAR));
                 if let Some(reason) = run.guard.as_ref().and_then(|g| g.check(Instant::now())) {
                     break (Action::Abort, reason);
                 }

@@ -507,3 +507,96 @@ fn experiments_need_a_runtime() {
         .unwrap_err();
     assert_eq!(err, watertight_chaos::error::StartError::NoRuntime);
 }
+
+/// Durations from a millisecond to far beyond any experiment.
+fn any_duration() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        8 => (1u64..5_000).prop_map(|n| format!("{n}ms")),
+        2 => (1u64..7_200).prop_map(|n| format!("{n}s")),
+        1 => Just("99999999h".to_owned()),
+    ]
+}
+
+fn any_fault() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    use serde_json::json;
+    let percent = prop_oneof![Just(100.0), Just(0.0001), 0.0..100.0f64];
+    let status = prop_oneof![9 => 200u16..600, 1 => 0u16..1000];
+    (percent, 0..6usize, any_duration(), any_duration(), status).prop_map(
+        |(percent, kind, a, b, status)| match kind {
+            0 => json!({"type": "latency", "percent": percent, "fixed": a}),
+            1 => json!({"type": "latency", "percent": percent, "median": a, "p99": b}),
+            2 => json!({"type": "latency", "percent": percent, "min": a, "max": b}),
+            3 => json!({"type": "abort", "percent": percent, "status": status}),
+            4 => json!({"type": "hang", "percent": percent}),
+            _ => json!({"type": "unavailable", "percent": percent, "duration": a}),
+        },
+    )
+}
+
+#[test]
+fn accepted_experiments_never_panic_the_layer() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let experiment_duration = prop_oneof![
+        9 => (1u64..3_600).prop_map(|n| format!("{n}s")),
+        1 => any_duration(),
+    ];
+    let strategy = (
+        experiment_duration,
+        prop::collection::vec(any_fault(), 1..4),
+        prop::option::of(0.01..0.99f64),
+    );
+    let mut runner = TestRunner::new(Config {
+        cases: 96,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let started = std::cell::Cell::new(0u32);
+    runner
+        .run(&strategy, |(duration, faults, guard)| {
+            let mut doc = serde_json::json!({
+                "name": "fuzz", "duration": duration, "faults": faults,
+            });
+            if let Some(rate) = guard {
+                doc["abort_when"] =
+                    serde_json::json!({"error_rate_above": rate, "window": "10ms", "min_calls": 1});
+            }
+            let Ok(exp) = Experiment::from_json(doc.to_string().as_bytes()) else {
+                return Ok(());
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let chaos = controller();
+                if chaos.start(exp).is_err() {
+                    return;
+                }
+                started.set(started.get() + 1);
+                let mut svc = chaos.layer().layer(echo());
+                for _ in 0..20 {
+                    let call = async {
+                        let _ = svc.ready().await?.call(Req::get("/")).await;
+                        Ok::<_, BoxError>(())
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), call).await;
+                }
+                chaos.halt_all();
+                // An unavailable service gives its slot back when next
+                // polled, or dropped.
+                drop(svc);
+                assert_eq!(chaos.active_faults(), 0, "every slot came back");
+            });
+            Ok(())
+        })
+        .unwrap();
+    assert!(
+        started.get() >= 24,
+        "only {} experiments started",
+        started.get()
+    );
+}
