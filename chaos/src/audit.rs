@@ -10,8 +10,8 @@
 //! `tracing` and does not stop the controller.
 //!
 //! ```text
-//! {"seq":1,"time":"2024-05-01T09:00:00.000Z","controller":"api","action":"start","experiment":"slow-c","by":"admin","experiment_spec":{…}}
-//! {"seq":2,"time":"2024-05-01T09:10:00.000Z","controller":"api","action":"expire","experiment":"slow-c","by":"controller","reason":"its duration of 10m elapsed"}
+//! {"seq":1,"time":"2024-05-01T09:00:00.118352107Z","controller":"api","action":"start","experiment":"slow-c","by":"admin","experiment_spec":{…}}
+//! {"seq":2,"time":"2024-05-01T09:10:00.120419550Z","controller":"api","action":"expire","experiment":"slow-c","by":"controller","reason":"its time to live of 10m elapsed"}
 //! ```
 
 use std::collections::VecDeque;
@@ -95,7 +95,7 @@ impl fmt::Display for Origin {
 pub struct AuditRecord {
     /// Increases by one per record of this controller, from 1.
     pub seq: u64,
-    /// When, in wall-clock time (RFC 3339 with milliseconds, UTC).
+    /// When, in wall-clock time (RFC 3339, UTC, in the JSON form).
     #[serde(with = "humantime_serde")]
     pub time: SystemTime,
     /// The controller's name.
