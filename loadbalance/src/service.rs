@@ -1187,7 +1187,7 @@ where
 
     // ===== routing =====
 
-    fn recompute(&mut self, now: Instant) {
+    fn recompute(&mut self) {
         self.routing_dirty = false;
         let threshold = self.config.healthy_panic_threshold;
         let op = self.config.overprovisioning_factor;
@@ -1285,7 +1285,7 @@ where
             plan.healthy_routes = healthy_routes;
             plan.degraded_routes = degraded_routes;
         }
-        self.publish(now);
+        self.publish();
     }
 
     /// Requests in flight per subset, level and locality (for zone
@@ -1304,7 +1304,7 @@ where
         out
     }
 
-    fn publish(&mut self, _now: Instant) {
+    fn publish(&mut self) {
         let zone_routing = match self.plans[0].healthy_routes.first() {
             Some(Route::Zone(ZoneRoute::Direct { .. })) => ZoneRouting::Local,
             Some(Route::Zone(ZoneRoute::Residual { local_bp, .. })) => ZoneRouting::Sampled {
@@ -1324,6 +1324,15 @@ where
             }
         }
         let mut view = self.shared.view.lock();
+        if view.zone_routing != zone_routing {
+            tracing::debug!(
+                target: "watertight_loadbalance",
+                name = %self.shared.name,
+                from = ?view.zone_routing,
+                to = ?zone_routing,
+                "zone routing changed"
+            );
+        }
         view.endpoints = self.live;
         view.zone_routing = zone_routing;
         view.zones.clear();
@@ -1960,7 +1969,7 @@ where
             self.on_timers(now);
         }
         if self.routing_dirty || self.membership_changed {
-            self.recompute(now);
+            self.recompute();
         }
         // A choice not yet called is polled again: its readiness may have
         // been withdrawn since.
@@ -1978,12 +1987,21 @@ where
                 }
                 Chosen::Slot { .. } => {
                     if self.routing_dirty {
-                        self.recompute(now);
+                        self.recompute();
                     }
                 }
             }
         }
+        // Each round parks or evicts an endpoint, or takes back one that
+        // woke; a service that flips between ready and not on every poll
+        // could go on for ever, so the rounds are bounded.
+        let mut rounds = 2 * self.live + 8;
         loop {
+            if rounds == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            rounds -= 1;
             match self.pick(now) {
                 Some(c @ Chosen::Fail { .. }) => {
                     self.chosen = Some(c);
@@ -2021,7 +2039,7 @@ where
                 }
             }
             if self.routing_dirty {
-                self.recompute(now);
+                self.recompute();
             }
         }
     }
