@@ -107,6 +107,7 @@ async fn slow_start_ramps_a_new_endpoint_by_the_formula() {
     }
 }
 
+#[cfg(feature = "http")]
 fn rtt_of(lb: &Lb, id: &str) -> Duration {
     lb.handle()
         .endpoints()
