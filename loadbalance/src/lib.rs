@@ -13,9 +13,10 @@
 //! # The pick pipeline
 //!
 //! Everything below is recomputed when membership, health or readiness
-//! changes, never per request; a pick draws a few random numbers against
-//! the precomputed tables and compares two endpoints, in O(1) whatever the
-//! number of endpoints.
+//! changes, never per request; a P2C pick draws a few random numbers
+//! against the precomputed tables and compares two endpoints, in O(1)
+//! whatever the number of endpoints (weighted EDF and ring-hash picks are
+//! O(log n), Maglev's O(1)).
 //!
 //! 1. **Subset** ([`Subsets`]): endpoints labelled `version=v2` can get a
 //!    fixed share (5% for a canary), the rest go to the others; a request
