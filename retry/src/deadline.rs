@@ -100,7 +100,8 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 /// use watertight_retry::deadline::format_grpc_timeout;
 ///
 /// assert_eq!(format_grpc_timeout(Duration::from_millis(1500)), "1500000u");
-/// assert_eq!(format_grpc_timeout(Duration::from_secs(3600 * 24 * 365)), "8760H");
+/// assert_eq!(format_grpc_timeout(Duration::from_secs(3600 * 24 * 365)), "31536000S");
+/// assert_eq!(format_grpc_timeout(Duration::from_secs(3600 * 24 * 365 * 10)), "5256000M");
 /// ```
 pub fn format_grpc_timeout(timeout: Duration) -> String {
     let nanos = timeout.as_nanos();

@@ -9,8 +9,8 @@
 //!   included), a jittered [`Backoff`](watertight_core::Backoff) between
 //!   attempts, the server's own delay (`Retry-After`,
 //!   `grpc-retry-pushback-ms`) honoured up to `max_server_delay`, and an
-//!   overall [deadline](deadline) with a per-attempt timeout;
-//! - per client: a [budget](budget) every retry withdraws from, so retries
+//!   overall [`deadline`] with a per-attempt timeout;
+//! - per client: a [`budget`] every retry withdraws from, so retries
 //!   stay a bounded share of the traffic (Finagle's ratio budget by
 //!   default: 20% of requests plus 10 per second);
 //! - across layers: a result the layer gave up on is [marked](mark), and no
@@ -45,7 +45,7 @@
 //! use std::time::Duration;
 //! use tower::{service_fn, Layer, Service, ServiceExt};
 //! use watertight_core::{BoxError, Extensions};
-//! use watertight_retry::policy::AllRequests;
+//! use watertight_retry::policy::{AllRequests, NoHints};
 //! use watertight_retry::RetryLayer;
 //!
 //! #[derive(Clone)]
@@ -60,6 +60,7 @@
 //!     .max_attempts(3)
 //!     .per_try_timeout(Duration::from_millis(500))
 //!     .idempotency(AllRequests) // every `Get` may be sent twice
+//!     .hints(NoHints) // a `Page` carries no server hints
 //!     .build()
 //!     .unwrap();
 //! let handle = layer.handle();

@@ -228,7 +228,7 @@ async fn the_original_can_win_and_then_the_hedge_is_cancelled() {
     let start = Instant::now();
     send(&mut svc, 1).await.unwrap();
     assert_eq!(start.elapsed(), MS * 70);
-    assert_eq!(backend.calls_of(1), [MS * 0, MS * 50]);
+    assert_eq!(backend.calls_of(1), [Duration::ZERO, MS * 50]);
     assert_eq!(*backend.cancelled.lock(), [(1, 1)]);
     let snap = h.snapshot();
     assert_eq!((snap.hedges_sent, snap.hedges_won), (1, 0));
@@ -276,7 +276,7 @@ async fn no_hedge_for_non_idempotent_requests() {
     let mut req = Req::new(2);
     req.insert_extension(watertight_retry::policy::RetrySafe);
     svc.ready().await.unwrap().call(req).await.unwrap();
-    assert_eq!(backend.calls_of(2), [MS * 0, MS * 10]);
+    assert_eq!(backend.calls_of(2), [Duration::ZERO, MS * 10]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -374,7 +374,10 @@ async fn max_hedged_attempts_bounds_the_hedges() {
         .unwrap();
     let mut svc = layer.layer(backend.clone());
     send(&mut svc, 1).await.unwrap();
-    assert_eq!(backend.calls_of(1), [MS * 0, MS * 10, MS * 20, MS * 30]);
+    assert_eq!(
+        backend.calls_of(1),
+        [Duration::ZERO, MS * 10, MS * 20, MS * 30]
+    );
     let mut cancelled = backend.cancelled.lock().clone();
     cancelled.sort();
     assert_eq!(cancelled, [(1, 1), (1, 2), (1, 3)]);

@@ -93,7 +93,7 @@ async fn replay_body_keeps_trailers_and_exact_sizes() {
     assert_eq!(full.size_hint().exact(), Some(10));
     let copy = full.try_clone().unwrap();
     assert_eq!(copy.size_hint().exact(), Some(10));
-    assert!(copy.is_end_stream() == false);
+    assert!(!copy.is_end_stream());
 }
 
 #[tokio::test]
@@ -349,7 +349,7 @@ async fn hyper_client_replays_a_streamed_post_after_503_retry_after() {
     let mut svc = retry.layer(client);
 
     let parts = chunks(&[1000, 2000, 3000, 4000]);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let res = svc
         .ready()
         .await

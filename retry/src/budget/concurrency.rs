@@ -1,17 +1,4 @@
-//! Envoy's retry budget: retries in flight as a share of requests in flight.
-//!
-//! Envoy's cluster circuit breakers can replace the fixed `max_retries` with
-//! a `retry_budget`: the retries that may be active at once are
-//!
-//! ```text
-//! max(budget_percent × (active + pending requests), min_retry_concurrency)
-//! ```
-//!
-//! (defaults 20% and 3), truncated to a whole number, and a retry may start
-//! while fewer than that are active. Here "requests" are the logical
-//! requests in flight through the layers sharing the budget (waiting in a
-//! backoff included) and a retry is active from the moment it is granted
-//! (its backoff included) until its attempt ends.
+//! [`ConcurrencyBudget`]: Envoy's retry budget.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,8 +21,21 @@ pub(super) fn validate(ratio: f64) -> Result<(), ConfigError> {
     check_ratio("ratio", ratio)
 }
 
-/// Retries in flight bounded by a share of requests in flight. See the
-/// [module docs](self).
+/// Envoy's retry budget: retries in flight as a share of requests in
+/// flight.
+///
+/// Envoy's cluster circuit breakers can replace the fixed `max_retries` with
+/// a `retry_budget`: the retries that may be active at once are
+///
+/// ```text
+/// max(budget_percent × (active + pending requests), min_retry_concurrency)
+/// ```
+///
+/// (defaults 20% and 3), truncated to a whole number, and a retry may start
+/// while fewer than that are active. Here "requests" are the logical
+/// requests in flight through the layers sharing the budget (waiting in a
+/// backoff included) and a retry is active from the moment it is granted
+/// (its backoff included) until its attempt ends.
 ///
 /// ```
 /// use watertight_retry::budget::{Budget, Cause, ConcurrencyBudget};

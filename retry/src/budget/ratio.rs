@@ -1,27 +1,4 @@
-//! Finagle's retry budget, with exact fractional ratios.
-//!
-//! Every request deposits `ratio` of a retry; a retry withdraws one whole
-//! retry; deposits and withdrawals count for `ttl` (kept in ten slots of
-//! `ttl / 10`, rotated as time passes), and `min_per_sec × ttl` retries are
-//! always available on top. So over the slots alive at any moment,
-//!
-//! ```text
-//! retries ≤ ratio × requests + min_per_sec × ttl
-//! ```
-//!
-//! This is Finagle's `RetryBudget` (defaults 20%, 10 retries/s, 10 s TTL),
-//! which tower ports as `TpsBudget`. tower turns the ratio into a whole
-//! number of deposits per retry, `(1 / ratio) as isize`, so any ratio above
-//! 0.5 becomes one retry per request: a ratio of 0.6 allows 100% retries
-//! ([tower#857]). Here deposits and withdrawals are counted in millionths of
-//! a retry, so a ratio with up to six decimals is exact: 0.6 allows 60
-//! retries per 100 requests, never 61.
-//!
-//! Deposits are one clock read and one atomic add; withdrawals, which only
-//! failures make, take a lock so that two concurrent retries cannot both
-//! spend the last unit.
-//!
-//! [tower#857]: https://github.com/tower-rs/tower/issues/857
+//! [`RatioBudget`]: Finagle's retry budget with exact fractional ratios.
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -70,8 +47,31 @@ pub(super) fn validate(ratio: f64, ttl: Duration) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Retries up to a ratio of recent requests, plus a floor per second.
-/// See the [module docs](self).
+/// Finagle's retry budget: retries up to a ratio of recent requests, plus a
+/// floor per second, with exact fractional ratios.
+///
+/// Every request deposits `ratio` of a retry; a retry withdraws one whole
+/// retry; deposits and withdrawals count for `ttl` (kept in ten slots of
+/// `ttl / 10`, rotated as time passes), and `min_per_sec × ttl` retries are
+/// always available on top. So over the slots alive at any moment,
+///
+/// ```text
+/// retries ≤ ratio × requests + min_per_sec × ttl
+/// ```
+///
+/// This is Finagle's `RetryBudget` (defaults 20%, 10 retries/s, 10 s TTL),
+/// which tower ports as `TpsBudget`. tower turns the ratio into a whole
+/// number of deposits per retry, `(1 / ratio) as isize`, so any ratio above
+/// 0.5 becomes one retry per request: a ratio of 0.6 allows 100% retries
+/// ([tower#857]). Here deposits and withdrawals are counted in millionths of
+/// a retry, so a ratio with up to six decimals is exact: 0.6 allows 60
+/// retries per 100 requests, never 61.
+///
+/// Deposits are one clock read and one atomic add; withdrawals, which only
+/// failures make, take a lock so that two concurrent retries cannot both
+/// spend the last unit.
+///
+/// [tower#857]: https://github.com/tower-rs/tower/issues/857
 ///
 /// ```
 /// use watertight_retry::budget::{Budget, Cause, RatioBudget};

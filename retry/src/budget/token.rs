@@ -1,22 +1,4 @@
-//! Token buckets: the AWS SDKs' standard retry mode and gRPC retry
-//! throttling.
-//!
-//! **AWS standard mode.** A client holds a bucket of 500 tokens, full at
-//! start. A retry costs 5 tokens, or 10 when the failed attempt timed out,
-//! and is refused when the bucket holds fewer. A request that succeeds on
-//! its first attempt puts 1 token back; one that succeeds on a retry puts
-//! back that retry's cost. The bucket never holds more than its size. So
-//! under a total outage a client retries 100 times and then stops until
-//! successes refill the bucket.
-//!
-//! **gRPC retry throttling** (proposal A6, `retryThrottling`). A client
-//! holds `max_tokens` tokens (at most 1000), full at start. Every failed
-//! attempt (a retryable failure) takes 1 token away and every success adds
-//! `token_ratio` (three decimals at most); tokens stay within
-//! `[0, max_tokens]`. Retries and hedges are allowed only while the count is
-//! above `max_tokens / 2`; they cost nothing themselves.
-//!
-//! Tokens are counted in thousandths in one atomic integer.
+//! [`TokenBucketBudget`]: AWS standard mode and gRPC retry throttling.
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -102,8 +84,25 @@ enum Rules {
     },
 }
 
-/// A token bucket with AWS standard-mode or gRPC throttling rules. See the
-/// [module docs](self).
+/// A token bucket with the rules of the AWS SDKs' standard retry mode or of
+/// gRPC retry throttling.
+///
+/// **AWS standard mode.** A client holds a bucket of 500 tokens, full at
+/// start. A retry costs 5 tokens, or 10 when the failed attempt timed out,
+/// and is refused when the bucket holds fewer. A request that succeeds on
+/// its first attempt puts 1 token back; one that succeeds on a retry puts
+/// back that retry's cost. The bucket never holds more than its size. So
+/// under a total outage a client retries 100 times and then stops until
+/// successes refill the bucket.
+///
+/// **gRPC retry throttling** (proposal A6, `retryThrottling`). A client
+/// holds `max_tokens` tokens (at most 1000), full at start. Every failed
+/// attempt (a retryable failure) takes 1 token away and every success adds
+/// `token_ratio` (three decimals at most); tokens stay within
+/// `[0, max_tokens]`. Retries and hedges are allowed only while the count is
+/// above `max_tokens / 2`; they cost nothing themselves.
+///
+/// Tokens are counted in thousandths in one atomic integer.
 ///
 /// ```
 /// use watertight_core::ResponseClass;
