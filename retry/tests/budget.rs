@@ -150,8 +150,11 @@ proptest! {
 
     /// At every retry asked for, the budget grants it exactly when the
     /// retries already granted in the live window stay within
-    /// `ratio × requests + min_per_sec × ttl` of that window: never more
-    /// (no retry storm), never fewer (no starvation).
+    /// `ratio × requests + min_per_sec × ttl` of that window, requests
+    /// counted in the slot of the budget's latest clock reading (every
+    /// eighth deposit, every withdrawal): never more (no retry storm), never
+    /// fewer (no starvation). Counted in the slots they truly fell in, the
+    /// retries never exceed the formula either.
     #[test]
     fn ratio_budget_follows_its_formula(
         ratio in ratios(),
@@ -168,29 +171,40 @@ proptest! {
             let slot = ttl.as_nanos() / 10;
             let deposit = (ratio * SCALE as f64).round() as i128;
             let reserve = i128::from(min_per_sec) * ttl.as_nanos() as i128 / 1_000;
-            // (epoch, deposits, retries granted)
-            let mut log: Vec<(u128, i128, i128)> = Vec::new();
+            // (recorded epoch, true epoch, deposits, retries granted)
+            let mut log: Vec<(u128, u128, i128, i128)> = Vec::new();
             let epoch = || origin.elapsed().as_nanos() / slot;
+            // The budget's view of time: its latest clock reading.
+            let mut observed = 0u128;
+            let mut deposits = 0u64;
             for op in ops {
                 match op {
                     RatioOp::Advance(ms) => advance(Duration::from_millis(ms)).await,
                     RatioOp::Deposit(n) => {
                         for _ in 0..n {
+                            if deposits % 8 == 0 {
+                                observed = observed.max(epoch());
+                            }
+                            deposits += 1;
                             b.deposit();
+                            log.push((observed, epoch(), 1, 0));
                         }
-                        log.push((epoch(), i128::from(n), 0));
                     }
                     RatioOp::Withdraw(n) => {
                         for _ in 0..n {
                             let k = epoch();
+                            observed = observed.max(k);
                             let live = |e: u128| e + 10 > k;
-                            let d: i128 = log.iter().filter(|x| live(x.0)).map(|x| x.1).sum();
-                            let w: i128 = log.iter().filter(|x| live(x.0)).map(|x| x.2).sum();
+                            let d: i128 = log.iter().filter(|x| live(x.0)).map(|x| x.2).sum();
+                            let w: i128 = log.iter().filter(|x| live(x.0)).map(|x| x.3).sum();
                             let limit = (reserve + deposit * d) / SCALE;
                             let granted = b.withdraw(Cause::Retry).is_some();
                             prop_assert_eq!(granted, w < limit, "ratio {} d {} w {} limit {}", ratio, d, w, limit);
                             if granted {
-                                log.push((k, 0, 1));
+                                log.push((k, k, 0, 1));
+                                let d_true: i128 = log.iter().filter(|x| live(x.1)).map(|x| x.2).sum();
+                                let w_true: i128 = log.iter().filter(|x| live(x.1)).map(|x| x.3).sum();
+                                prop_assert!(w_true <= (reserve + deposit * d_true) / SCALE);
                             }
                         }
                     }

@@ -18,6 +18,8 @@ pub(super) const DEFAULT_TTL: Duration = Duration::from_secs(10);
 /// Units of one retry: ratios are exact to six decimals.
 const SCALE: i64 = 1_000_000;
 const SLOTS: usize = 10;
+/// Deposits read the clock once per this many.
+const SAMPLE_EVERY: u64 = 8;
 const MIN_TTL: Duration = Duration::from_secs(1);
 const MAX_TTL: Duration = Duration::from_secs(60);
 
@@ -67,9 +69,13 @@ pub(super) fn validate(ratio: f64, ttl: Duration) -> Result<(), ConfigError> {
 /// a retry, so a ratio with up to six decimals is exact: 0.6 allows 60
 /// retries per 100 requests, never 61.
 ///
-/// Deposits are one clock read and one atomic add; withdrawals, which only
-/// failures make, take a lock so that two concurrent retries cannot both
-/// spend the last unit.
+/// A deposit is one atomic add; it reads the clock only once every eight
+/// deposits, and is counted in the slot of the latest reading, at most seven
+/// requests old. So a deposit may expire up to one slot early, never late:
+/// the budget may be stricter than the formula around a slot boundary, by at
+/// most `7 × ratio` retries, and is never looser. Withdrawals, which only
+/// failures make, read the clock every time and take a lock so that two
+/// concurrent retries cannot both spend the last unit.
 ///
 /// [tower#857]: https://github.com/tower-rs/tower/issues/857
 ///
@@ -100,10 +106,17 @@ pub struct RatioBudget {
     /// Units always available: `min_per_sec × ttl × SCALE`.
     reserve: i64,
     origin: Instant,
-    slot_nanos: u128,
+    slot_nanos: u64,
     /// The slot (counted from `origin`) deposits currently go to.
     epoch: AtomicU64,
+    /// When that slot ends, in nanoseconds since `origin`: deposits compare
+    /// with it and divide only when a slot ends.
+    slot_end: AtomicU64,
     slots: [AtomicI64; SLOTS],
+    /// Deposits so far, to read the clock on every eighth. Counted with a
+    /// plain load and store: a lost count under contention only shifts when
+    /// the clock is read.
+    deposits: AtomicU64,
     /// Serialises rotations and withdrawals.
     lock: Mutex<()>,
     gauge: metrics::Gauge,
@@ -148,14 +161,18 @@ impl RatioBudget {
         self.ttl
     }
 
-    fn epoch_at(&self, now: Instant) -> u64 {
-        let elapsed = now.saturating_duration_since(self.origin).as_nanos();
-        (elapsed / self.slot_nanos).min(u128::from(u64::MAX)) as u64
+    #[inline]
+    fn elapsed(&self, now: Instant) -> u64 {
+        let d = now.saturating_duration_since(self.origin);
+        d.as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(d.subsec_nanos()))
     }
 
-    /// Moves to slot `k`, clearing the slots that expired. Call with the
-    /// lock held.
-    fn rotate_locked(&self, k: u64) {
+    /// Moves to the slot holding `elapsed`, clearing the slots that expired.
+    /// Call with the lock held.
+    fn rotate_locked(&self, elapsed: u64) {
+        let k = elapsed / self.slot_nanos;
         let e = self.epoch.load(Ordering::Acquire);
         if k <= e {
             return;
@@ -165,16 +182,19 @@ impl RatioBudget {
             self.slots[((e + i) % SLOTS as u64) as usize].store(0, Ordering::Relaxed);
         }
         self.epoch.store(k, Ordering::Release);
+        self.slot_end.store(
+            k.saturating_add(1).saturating_mul(self.slot_nanos),
+            Ordering::Release,
+        );
     }
 
-    /// Rotates if `now` is past the current slot.
+    /// The current slot, rotating first if `now` is past its end.
     #[inline]
     fn current_slot(&self, now: Instant) -> u64 {
-        let k = self.epoch_at(now);
-        let e = self.epoch.load(Ordering::Acquire);
-        if k > e {
+        let elapsed = self.elapsed(now);
+        if elapsed >= self.slot_end.load(Ordering::Acquire) {
             let _guard = self.lock.lock();
-            self.rotate_locked(k);
+            self.rotate_locked(elapsed);
             self.gauge.set(self.remaining_units() as f64);
         }
         self.epoch.load(Ordering::Acquire)
@@ -201,15 +221,20 @@ impl Default for RatioBudget {
 impl Budget for RatioBudget {
     #[inline]
     fn deposit(&self) {
-        let slot = self.current_slot(Instant::now());
+        let n = self.deposits.load(Ordering::Relaxed);
+        self.deposits.store(n.wrapping_add(1), Ordering::Relaxed);
+        let slot = if n % SAMPLE_EVERY == 0 {
+            self.current_slot(Instant::now())
+        } else {
+            self.epoch.load(Ordering::Acquire)
+        };
         self.slots[(slot % SLOTS as u64) as usize].fetch_add(self.deposit, Ordering::Relaxed);
     }
 
     fn withdraw(&self, _cause: Cause) -> Option<Withdrawal> {
-        let now = Instant::now();
+        let elapsed = self.elapsed(Instant::now());
         let _guard = self.lock.lock();
-        let k = self.epoch_at(now);
-        self.rotate_locked(k);
+        self.rotate_locked(elapsed);
         let slot = self.epoch.load(Ordering::Acquire);
         let granted = self.balance() >= SCALE;
         if granted {
@@ -288,6 +313,7 @@ impl RatioBudgetBuilder {
         let reserve = i128::from(self.min_per_sec) * self.ttl.as_nanos() as i128 / 1_000;
         let reserve = reserve.min(i128::from(i64::MAX / 4)) as i64;
         let gauge = remaining_gauge(&self.name);
+        let slot_nanos = (self.ttl.as_nanos() / SLOTS as u128).max(1) as u64;
         let budget = RatioBudget {
             name: self.name.into(),
             ratio: self.ratio,
@@ -296,8 +322,10 @@ impl RatioBudgetBuilder {
             deposit,
             reserve,
             origin: Instant::now(),
-            slot_nanos: (self.ttl.as_nanos() / SLOTS as u128).max(1),
+            slot_nanos,
             epoch: AtomicU64::new(0),
+            slot_end: AtomicU64::new(slot_nanos),
+            deposits: AtomicU64::new(0),
             slots: Default::default(),
             lock: Mutex::new(()),
             gauge,
