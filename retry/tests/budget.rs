@@ -182,7 +182,7 @@ proptest! {
                     RatioOp::Advance(ms) => advance(Duration::from_millis(ms)).await,
                     RatioOp::Deposit(n) => {
                         for _ in 0..n {
-                            if deposits % 8 == 0 {
+                            if deposits.is_multiple_of(8) {
                                 observed = observed.max(epoch());
                             }
                             deposits += 1;

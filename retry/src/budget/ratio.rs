@@ -223,7 +223,7 @@ impl Budget for RatioBudget {
     fn deposit(&self) {
         let n = self.deposits.load(Ordering::Relaxed);
         self.deposits.store(n.wrapping_add(1), Ordering::Relaxed);
-        let slot = if n % SAMPLE_EVERY == 0 {
+        let slot = if n.is_multiple_of(SAMPLE_EVERY) {
             self.current_slot(Instant::now())
         } else {
             self.epoch.load(Ordering::Acquire)
