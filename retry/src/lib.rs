@@ -22,18 +22,26 @@
 //! [`RetrySafe`](policy::RetrySafe)), and only failures its classifier calls
 //! retryable. Every request carries an [`Attempted`](watertight_core::Attempted)
 //! note shared by its attempts, so a balancer underneath sends retries to
-//! endpoints not yet tried.
+//! endpoints not yet tried (Envoy's `previous_hosts` retry predicate).
 //!
 //! The [`hedge`] module sends backup copies of slow idempotent requests
 //! ("The Tail at Scale"); the [`replay`] module (feature `http`) makes
 //! streaming HTTP bodies replayable.
 //!
+//! Where the defaults come from: attempts and backoff (3 attempts, full
+//! jitter from 25 ms to 250 ms) are Envoy's retry policy; the ratio budget
+//! is Finagle's `RetryBudget`; the concurrency budget is Envoy's cluster
+//! `retry_budget`; the token buckets are the AWS SDKs' standard retry mode
+//! and gRPC's retry throttling (proposal A6), which also defines
+//! `grpc-retry-pushback-ms` and `grpc-timeout`. The [`budget`] and [`hedge`]
+//! modules give each algorithm.
+//!
 //! # Feature flags
 //!
-//! - `http`: [`replay::ReplayBody`]; the default idempotency
-//!   ([`SafeRequests`](policy::SafeRequests)) and server-hint
-//!   ([`HeaderHints`](policy::HeaderHints)) rules for `http` messages; the
-//!   deadline header layers of [`deadline`].
+//! - `http`: [`replay::ReplayBody`]; [`StandardPolicy::http`], the preset
+//!   for `http` messages (5xx/429/408 classification, idempotent methods,
+//!   `Retry-After` and pushback headers, replayed bodies); the deadline
+//!   header layers of [`deadline`].
 //! - `serde`: `Deserialize`/`Serialize` for [`Config`],
 //!   [`HedgeConfig`](hedge::HedgeConfig) and
 //!   [`BudgetConfig`](budget::BudgetConfig), durations in humantime
