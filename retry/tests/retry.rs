@@ -775,3 +775,52 @@ fn config_reads_from_toml_and_names_bad_fields() {
     let back: Config = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
     assert_eq!(back, c);
 }
+
+/// A request type that is not `Clone`, copied by a strategy.
+#[derive(Debug)]
+struct Upload {
+    bytes: Vec<u8>,
+}
+
+impl Extensions for Upload {}
+
+#[tokio::test(start_paused = true)]
+async fn requests_that_are_not_clone_are_copied_by_a_clone_request_strategy() {
+    use watertight_retry::policy::{clone_fn, AllRequests};
+
+    let layer = RetryLayer::builder()
+        .classify(classifier())
+        .idempotency(AllRequests)
+        .hints(hints())
+        .clone_request(clone_fn(|u: &Upload| {
+            // Only small uploads are kept for a retry.
+            (u.bytes.len() <= 4).then(|| Upload {
+                bytes: u.bytes.clone(),
+            })
+        }))
+        .backoff(constant(1))
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = mock::spawn_layer::<Upload, Res, _>(layer);
+    handle.allow(10);
+
+    assert_ready_ok!(svc.poll_ready());
+    let call = tokio::spawn(svc.call(Upload { bytes: vec![1, 2] }));
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response(Res::status(503));
+    let (again, send) = handle.next_request().await.unwrap();
+    assert_eq!(again.bytes, [1, 2]);
+    send.send_response(Res::ok());
+    assert_eq!(call.await.unwrap().unwrap().status, 200);
+
+    assert_ready_ok!(svc.poll_ready());
+    let call = tokio::spawn(svc.call(Upload { bytes: vec![0; 64] }));
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response(Res::status(503));
+    let res = call.await.unwrap().unwrap();
+    assert_eq!(
+        res.extension::<RetriesExhausted>().map(|m| m.reason),
+        Some(Reason::NotReplayable)
+    );
+    assert_pending!(handle.poll_request());
+}
