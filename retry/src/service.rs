@@ -137,8 +137,8 @@ where
             }
         }
 
-        let idempotent = config.max_attempts > 1 && shared.policy.is_idempotent(&req);
-        let template = if idempotent {
+        let idempotent = shared.policy.is_idempotent(&req);
+        let template = if idempotent && config.max_attempts > 1 {
             shared.policy.clone_request(&req)
         } else {
             None

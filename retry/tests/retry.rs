@@ -824,3 +824,17 @@ async fn requests_that_are_not_clone_are_copied_by_a_clone_request_strategy() {
     );
     assert_pending!(handle.poll_request());
 }
+
+#[tokio::test(start_paused = true)]
+async fn one_attempt_means_no_retries_and_says_so() {
+    let layer = builder().max_attempts(1).build().unwrap();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
+    handle.allow(10);
+    assert_ready_ok!(svc.poll_ready());
+    let call = tokio::spawn(svc.call(Req::new(1)));
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_error("reset");
+    let err = call.await.unwrap().unwrap_err();
+    assert_eq!(exhausted(&err).reason(), Reason::Attempts);
+    assert_pending!(handle.poll_request());
+}
