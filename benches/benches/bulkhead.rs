@@ -48,8 +48,8 @@ fn watertight(mode: Mode) -> watertight_bulkhead::Bulkhead<NoOp> {
 }
 
 fn resilience(backpressure: bool) -> tower_resilience_bulkhead::BulkheadLayer {
-    let builder = tower_resilience_bulkhead::BulkheadLayer::builder()
-        .max_concurrent_calls(LIMIT as usize);
+    let builder =
+        tower_resilience_bulkhead::BulkheadLayer::builder().max_concurrent_calls(LIMIT as usize);
     let builder = if backpressure {
         builder.backpressure()
     } else {
