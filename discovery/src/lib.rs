@@ -29,8 +29,10 @@
 //!
 //! - `file` (default): [`File`] (notify, serde_json, toml, YAML).
 //! - `dns`: [`Dns`] (hickory-resolver).
-//! - `etcd`: [`Etcd`] and [`Registration`] (etcd-client; building needs
-//!   `protoc`, Debian package `protobuf-compiler`).
+//! - `etcd`: [`Etcd`] and [`Registration`], and the
+//!   [`PrefixWatch`](etcd::PrefixWatch) behind `Etcd` for other values
+//!   (etcd-client; building needs `protoc`, Debian package
+//!   `protobuf-compiler`).
 //! - `serde`: `Deserialize` for [`Guard`], durations in humantime (`"30s"`).
 //!
 //! # Example

@@ -10,7 +10,8 @@ use support::{ep, next, next_change, reset_ids, until, WAIT};
 use tokio::time::Instant;
 use watertight_core::{Backoff, Change, Endpoint};
 use watertight_discovery::error::InvalidEntry;
-use watertight_discovery::etcd::etcd_client::{Client, CompactionOptions};
+use watertight_discovery::etcd::etcd_client::{self, Client, CompactionOptions, KeyValue};
+use watertight_discovery::etcd::{default_connect_options, PrefixEvent, PrefixWatch};
 use watertight_discovery::{Error, Etcd, Registration};
 use watertight_testkit::etcd::EtcdServer;
 
@@ -248,6 +249,74 @@ async fn compaction_forces_a_resync_that_ends_in_the_right_set() {
     // And the new watch carries on.
     put(&mut client, &d).await;
     assert_eq!(next_change(&mut source).await, Change::Insert(d));
+}
+
+/// The next event of a prefix watch, failing the test if none comes within
+/// [`WAIT`].
+async fn next_event(watch: &mut PrefixWatch) -> PrefixEvent {
+    tokio::time::timeout(WAIT, watch.next())
+        .await
+        .expect("no watch event in time")
+}
+
+fn key_of(kv: &KeyValue) -> &str {
+    kv.key_str().unwrap()
+}
+
+#[tokio::test]
+async fn a_prefix_watch_reads_follows_and_reads_again_when_asked() {
+    let etcd = EtcdServer::start().await.unwrap();
+    let mut client = etcd.client().await.unwrap();
+    client.put("/config/a", "1", None).await.unwrap();
+    client.put("/other/x", "1", None).await.unwrap();
+    let mut watch = PrefixWatch::new(
+        [etcd.endpoint()],
+        "/config/",
+        default_connect_options(),
+        Backoff::constant(Duration::from_millis(50))
+            .unwrap()
+            .sequence(),
+    );
+    assert_eq!(watch.revision(), 0);
+
+    let PrefixEvent::Snapshot { revision, kvs } = next_event(&mut watch).await else {
+        panic!("a snapshot comes first");
+    };
+    assert_eq!(kvs.iter().map(key_of).collect::<Vec<_>>(), ["/config/a"]);
+    assert_eq!(watch.revision(), revision);
+    assert!(
+        matches!(next_event(&mut watch).await, PrefixEvent::Watching { revision: r } if r == revision)
+    );
+
+    client.put("/config/b", "2", None).await.unwrap();
+    let PrefixEvent::Put(kv) = next_event(&mut watch).await else {
+        panic!("expected a put");
+    };
+    assert_eq!((key_of(&kv), kv.value()), ("/config/b", &b"2"[..]));
+    assert_eq!(watch.revision(), kv.mod_revision());
+    client.delete("/config/a", None).await.unwrap();
+    let PrefixEvent::Delete(kv) = next_event(&mut watch).await else {
+        panic!("expected a delete");
+    };
+    assert_eq!(key_of(&kv), "/config/a");
+    let deleted_at = kv.mod_revision();
+    assert!(deleted_at > revision);
+
+    // A consumer that could not act on an event (a lookup through the
+    // watch's client failed) asks for a fresh read.
+    assert!(watch.client().is_some());
+    watch.resync(etcd_client::Error::WatchError("lookup failed".to_owned()));
+    let PrefixEvent::Disconnected { error, retry_in } = next_event(&mut watch).await else {
+        panic!("the failure is reported first");
+    };
+    assert!(error.to_string().contains("lookup failed"), "{error}");
+    assert_eq!(retry_in, Duration::from_millis(50));
+    assert!(watch.client().is_none());
+    let PrefixEvent::Snapshot { revision, kvs } = next_event(&mut watch).await else {
+        panic!("the prefix is read again");
+    };
+    assert_eq!(kvs.iter().map(key_of).collect::<Vec<_>>(), ["/config/b"]);
+    assert!(revision >= deleted_at);
 }
 
 /// Set in the child process of

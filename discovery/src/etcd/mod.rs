@@ -21,6 +21,10 @@
 //! revision; the source then reads the whole prefix again and yields a
 //! `Reset` of the new set.
 //!
+//! That protocol is [`PrefixWatch`], public for anyone who follows other
+//! values under a prefix the same way (the fleet mode of
+//! `watertight-chaos` follows its experiments with it).
+//!
 //! A value that is not a valid endpoint yields an [`InvalidEntry`] error
 //! naming the key and is skipped: the key keeps the last valid endpoint it
 //! held, if any, until it is deleted or fixed.
@@ -48,33 +52,35 @@
 
 mod registration;
 mod source;
+mod watch;
 
 pub use etcd_client;
 pub use registration::{Registration, RegistrationBuilder};
 pub use source::{Etcd, EtcdBuilder};
+pub use watch::{PrefixEvent, PrefixWatch};
 
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::ConnectOptions;
+use watertight_core::{Backoff, Endpoint};
 
 use crate::wire::WireEndpoint;
-use watertight_core::Endpoint;
 
-/// Connection options used when none are given: TCP and HTTP/2 keep-alive,
-/// so a peer that vanishes without closing the connection is noticed.
-fn default_options() -> ConnectOptions {
+/// The connection options used when none are given: connect timeout 5 s,
+/// HTTP/2 keep-alive every 10 s with a 5 s timeout, TCP keep-alive 30 s, so
+/// an etcd that vanishes without closing the connection is noticed.
+pub fn default_connect_options() -> ConnectOptions {
     ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(5))
         .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
         .with_tcp_keepalive(Duration::from_secs(30))
 }
 
-async fn connect(
-    endpoints: &[String],
-    options: &Option<ConnectOptions>,
-) -> Result<Client, etcd_client::Error> {
-    let options = options.clone().unwrap_or_else(default_options);
-    Client::connect(endpoints, Some(options)).await
+/// The delays between reconnections of a watch used when none are given:
+/// equal jitter from 100 ms to 10 s.
+pub fn default_reconnect_backoff() -> Backoff {
+    Backoff::equal_jitter(Duration::from_millis(100), Duration::from_secs(10))
+        .expect("a valid constant backoff")
 }
 
 /// Decodes a value as an endpoint; the error names the line, column and

@@ -4,8 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, PutOptions};
-use rand::rngs::SmallRng;
-use rand::SeedableRng;
 use tokio::task::JoinHandle;
 use watertight_core::backoff::Sequence;
 use watertight_core::{Backoff, BoxError, Endpoint};
@@ -21,7 +19,7 @@ pub struct RegistrationBuilder {
     prefix: String,
     endpoint: Endpoint,
     ttl: Duration,
-    options: Option<ConnectOptions>,
+    options: ConnectOptions,
     retry: Backoff,
     seed: Option<u64>,
 }
@@ -47,10 +45,10 @@ impl RegistrationBuilder {
         self
     }
 
-    /// Connection options (TLS, credentials, timeouts); the defaults are
-    /// those of [`Etcd`](super::Etcd).
+    /// Connection options (TLS, credentials, timeouts); default
+    /// [`default_connect_options`](super::default_connect_options).
     pub fn connect_options(mut self, options: ConnectOptions) -> Self {
-        self.options = Some(options);
+        self.options = options;
         self
     }
 
@@ -89,7 +87,7 @@ impl RegistrationBuilder {
         let key = format!("{}{}", self.prefix, self.endpoint.id);
         let backend =
             |e: etcd_client::Error| -> BoxError { Backend::new("etcd", key.clone(), e).into() };
-        let mut client = super::connect(&self.endpoints, &self.options)
+        let mut client = Client::connect(&self.endpoints, Some(self.options.clone()))
             .await
             .map_err(backend)?;
         let ttl_secs = i64::try_from(self.ttl.as_secs() + u64::from(self.ttl.subsec_nanos() > 0))
@@ -103,9 +101,9 @@ impl RegistrationBuilder {
             lease: AtomicI64::new(lease),
             registered: AtomicBool::new(true),
         });
-        let rng = match self.seed {
-            Some(seed) => SmallRng::seed_from_u64(seed),
-            None => SmallRng::from_rng(&mut rand::rng()),
+        let retries = match self.seed {
+            Some(seed) => self.retry.sequence_seeded(seed),
+            None => self.retry.sequence(),
         };
         let keeper = Keeper {
             endpoints: self.endpoints.clone(),
@@ -114,7 +112,7 @@ impl RegistrationBuilder {
             value,
             ttl_secs,
             interval: keep_alive_interval(granted),
-            retries: self.retry.sequence_with_rng(rng),
+            retries,
             shared: shared.clone(),
         };
         let task = tokio::spawn(keeper.run(client.clone(), lease));
@@ -158,7 +156,7 @@ async fn put_under_lease(
 pub struct Registration {
     key: String,
     endpoints: Vec<String>,
-    options: Option<ConnectOptions>,
+    options: ConnectOptions,
     client: Client,
     shared: Arc<Shared>,
     task: JoinHandle<()>,
@@ -193,7 +191,7 @@ impl Registration {
             prefix: prefix.into(),
             endpoint,
             ttl: Duration::from_secs(10),
-            options: None,
+            options: super::default_connect_options(),
             retry: Backoff::equal_jitter(Duration::from_millis(100), Duration::from_secs(5))
                 .expect("valid constant backoff"),
             seed: None,
@@ -229,7 +227,7 @@ impl Registration {
         };
         if self.client.lease_revoke(lease).await.is_err() {
             // The connection may be stale after an outage: one fresh try.
-            let mut fresh = super::connect(&self.endpoints, &self.options)
+            let mut fresh = Client::connect(&self.endpoints, Some(self.options.clone()))
                 .await
                 .map_err(backend)?;
             fresh.lease_revoke(lease).await.map_err(backend)?;
@@ -248,7 +246,7 @@ impl Drop for Registration {
 
 struct Keeper {
     endpoints: Vec<String>,
-    options: Option<ConnectOptions>,
+    options: ConnectOptions,
     key: String,
     value: String,
     ttl_secs: i64,
@@ -271,7 +269,7 @@ impl Keeper {
         loop {
             let c = match client.as_mut() {
                 Some(c) => c,
-                None => match super::connect(&self.endpoints, &self.options).await {
+                None => match Client::connect(&self.endpoints, Some(self.options.clone())).await {
                     Ok(c) => client.insert(c),
                     Err(e) => {
                         self.failed(e.into()).await;

@@ -2,17 +2,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use etcd_client::{
-    Client, ConnectOptions, EventType, GetOptions, WatchOptions, WatchResponse, WatchStream,
-};
+use etcd_client::{ConnectOptions, KeyValue};
 use futures_core::Stream;
-use rand::rngs::SmallRng;
-use rand::SeedableRng;
-use watertight_core::backoff::Sequence;
 use watertight_core::{Backoff, Change, Endpoint, EndpointId};
 
+use super::{PrefixEvent, PrefixWatch};
 use crate::driver::{self, BoxSource, Driver};
 use crate::error::{Backend, ConfigError, InvalidEntry};
 use crate::set;
@@ -25,7 +20,7 @@ const TARGET: &str = "watertight_discovery";
 pub struct EtcdBuilder {
     endpoints: Vec<String>,
     prefix: String,
-    options: Option<ConnectOptions>,
+    options: ConnectOptions,
     reconnect: Backoff,
     seed: Option<u64>,
 }
@@ -41,11 +36,10 @@ impl fmt::Debug for EtcdBuilder {
 }
 
 impl EtcdBuilder {
-    /// Connection options (TLS, credentials, timeouts). By default: connect
-    /// timeout 5 s, HTTP/2 keep-alive every 10 s with a 5 s timeout, TCP
-    /// keep-alive 30 s.
+    /// Connection options (TLS, credentials, timeouts); default
+    /// [`default_connect_options`](super::default_connect_options).
     pub fn connect_options(mut self, options: ConnectOptions) -> Self {
-        self.options = Some(options);
+        self.options = options;
         self
     }
 
@@ -77,22 +71,14 @@ impl EtcdBuilder {
         if self.prefix.is_empty() {
             return Err(ConfigError::new("prefix", "must not be empty"));
         }
-        let rng = match self.seed {
-            Some(seed) => SmallRng::seed_from_u64(seed),
-            None => SmallRng::from_rng(&mut rand::rng()),
+        let retries = match self.seed {
+            Some(seed) => self.reconnect.sequence_seeded(seed),
+            None => self.reconnect.sequence(),
         };
         let driver = EtcdDriver {
-            endpoints: self.endpoints,
-            prefix: self.prefix.clone(),
-            options: self.options,
-            retries: self.reconnect.sequence_with_rng(rng),
-            client: None,
-            watch: None,
+            watch: PrefixWatch::new(self.endpoints, self.prefix.clone(), self.options, retries),
             by_key: BTreeMap::new(),
-            revision: 0,
-            resync: true,
             announce: false,
-            wait: None,
             queue: VecDeque::new(),
         };
         Ok(Etcd {
@@ -142,9 +128,8 @@ impl Etcd {
         EtcdBuilder {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
             prefix: prefix.into(),
-            options: None,
-            reconnect: Backoff::equal_jitter(Duration::from_millis(100), Duration::from_secs(10))
-                .expect("valid constant backoff"),
+            options: super::default_connect_options(),
+            reconnect: super::default_reconnect_backoff(),
             seed: None,
         }
     }
@@ -164,21 +149,11 @@ impl Stream for Etcd {
 }
 
 struct EtcdDriver {
-    endpoints: Vec<String>,
-    prefix: String,
-    options: Option<ConnectOptions>,
-    retries: Sequence,
-    client: Option<Client>,
-    watch: Option<WatchStream>,
+    watch: PrefixWatch,
     /// The last valid endpoint of every key.
     by_key: BTreeMap<Vec<u8>, Endpoint>,
-    /// The last revision seen; the watch resumes after it.
-    revision: i64,
-    /// The next connection reads the whole prefix.
-    resync: bool,
     /// The next established watch re-announces the set.
     announce: bool,
-    wait: Option<Duration>,
     queue: VecDeque<Result<Change, Error>>,
 }
 
@@ -187,19 +162,8 @@ fn key_str(key: &[u8]) -> String {
 }
 
 impl EtcdDriver {
-    fn backend(&self, e: impl Into<watertight_core::BoxError>) -> Error {
-        Backend::new("etcd", self.prefix.clone(), e).into()
-    }
-
-    /// The connection is gone: report, keep the set, retry later.
-    fn disconnect(&mut self, error: Error) {
-        let wait = self.retries.next_delay();
-        tracing::warn!(target: TARGET, prefix = %self.prefix, %error, retry_in = ?wait, endpoints = self.by_key.len(), "etcd unavailable; keeping the last known set");
-        self.queue.push_back(Err(error));
-        self.client = None;
-        self.watch = None;
-        self.wait = Some(wait);
-        self.announce = self.revision > 0;
+    fn prefix(&self) -> &str {
+        self.watch.prefix()
     }
 
     fn current(&self) -> Vec<Endpoint> {
@@ -226,6 +190,28 @@ impl EtcdDriver {
         self.queue.push_back(Err(e.into()));
     }
 
+    /// The whole prefix, read again: the new set.
+    fn snapshot(&mut self, revision: i64, kvs: Vec<KeyValue>) {
+        let old = std::mem::take(&mut self.by_key);
+        for kv in kvs {
+            match super::decode(kv.value()) {
+                Ok(ep) => {
+                    self.by_key.insert(kv.key().to_vec(), ep);
+                }
+                Err(message) => {
+                    // Keep what the key held before, if anything.
+                    if let Some(ep) = old.get(kv.key()) {
+                        self.by_key.insert(kv.key().to_vec(), ep.clone());
+                    }
+                    self.invalid(kv.key(), message);
+                }
+            }
+        }
+        tracing::info!(target: TARGET, prefix = %self.prefix(), revision, endpoints = self.by_key.len(), "etcd prefix read");
+        self.queue.push_back(Ok(Change::Reset(self.current())));
+        self.announce = false;
+    }
+
     fn put(&mut self, key: &[u8], value: &[u8]) {
         let ep = match super::decode(value) {
             Ok(ep) => ep,
@@ -249,87 +235,31 @@ impl EtcdDriver {
         }
     }
 
-    /// Connects if needed, reads the prefix if needed, and starts the watch.
-    async fn establish(&mut self) -> Result<(), Error> {
-        let mut client = match self.client.take() {
-            Some(c) => c,
-            None => super::connect(&self.endpoints, &self.options)
-                .await
-                .map_err(|e| self.backend(e))?,
-        };
-        if self.resync {
-            let resp = client
-                .get(self.prefix.as_str(), Some(GetOptions::new().with_prefix()))
-                .await
-                .map_err(|e| self.backend(e))?;
-            let revision = resp.header().map_or(0, |h| h.revision());
-            let old = std::mem::take(&mut self.by_key);
-            for kv in resp.kvs() {
-                match super::decode(kv.value()) {
-                    Ok(ep) => {
-                        self.by_key.insert(kv.key().to_vec(), ep);
-                    }
-                    Err(message) => {
-                        // Keep what the key held before, if anything.
-                        if let Some(ep) = old.get(kv.key()) {
-                            self.by_key.insert(kv.key().to_vec(), ep.clone());
-                        }
-                        self.invalid(kv.key(), message);
-                    }
+    fn on_event(&mut self, event: PrefixEvent) {
+        match event {
+            PrefixEvent::Snapshot { revision, kvs } => self.snapshot(revision, kvs),
+            PrefixEvent::Watching { revision } => {
+                if self.announce {
+                    self.announce = false;
+                    tracing::info!(target: TARGET, prefix = %self.prefix(), revision, "etcd watch resumed");
+                    self.queue.push_back(Ok(Change::Reset(self.current())));
                 }
             }
-            tracing::info!(target: TARGET, prefix = %self.prefix, revision, endpoints = self.by_key.len(), "etcd prefix read");
-            self.queue.push_back(Ok(Change::Reset(self.current())));
-            self.revision = revision;
-            self.resync = false;
-            self.announce = false;
-        }
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(self.revision + 1);
-        let watch = client
-            .watch(self.prefix.as_str(), Some(options))
-            .await
-            .map_err(|e| self.backend(e))?;
-        self.client = Some(client);
-        self.watch = Some(watch);
-        Ok(())
-    }
-
-    fn on_response(&mut self, resp: WatchResponse) {
-        if resp.canceled() {
-            self.watch = None;
-            if resp.compact_revision() > 0 {
-                tracing::warn!(
-                    target: TARGET,
-                    prefix = %self.prefix,
-                    revision = self.revision,
-                    compacted = resp.compact_revision(),
-                    "etcd compacted past the watch; reading the prefix again"
-                );
-                self.resync = true;
-            } else {
-                let reason = format!("watch canceled: {}", resp.cancel_reason());
-                let e = self.backend(reason);
-                self.disconnect(e);
+            PrefixEvent::Put(kv) => self.put(kv.key(), kv.value()),
+            PrefixEvent::Delete(kv) => self.delete(kv.key()),
+            PrefixEvent::Compacted {
+                revision,
+                compacted,
+            } => {
+                tracing::warn!(target: TARGET, prefix = %self.prefix(), revision, compacted, "etcd compacted past the watch; reading the prefix again");
             }
-            return;
-        }
-        if resp.created() {
-            self.retries.reset();
-            if self.announce {
-                self.announce = false;
-                tracing::info!(target: TARGET, prefix = %self.prefix, revision = self.revision, "etcd watch resumed");
-                self.queue.push_back(Ok(Change::Reset(self.current())));
+            PrefixEvent::Disconnected { error, retry_in } => {
+                tracing::warn!(target: TARGET, prefix = %self.prefix(), %error, ?retry_in, endpoints = self.by_key.len(), "etcd unavailable; keeping the last known set");
+                // Once the watch is back, say the set is in sync again.
+                self.announce = self.watch.revision() > 0;
+                let e = Backend::new("etcd", self.prefix().to_owned(), error);
+                self.queue.push_back(Err(e.into()));
             }
-        }
-        for ev in resp.events() {
-            let Some(kv) = ev.kv() else { continue };
-            match ev.event_type() {
-                EventType::Put => self.put(kv.key(), kv.value()),
-                EventType::Delete => self.delete(kv.key()),
-            }
-            self.revision = self.revision.max(kv.mod_revision());
         }
     }
 }
@@ -340,26 +270,8 @@ impl Driver for EtcdDriver {
             if let Some(item) = self.queue.pop_front() {
                 return item;
             }
-            if let Some(wait) = self.wait.take() {
-                tokio::time::sleep(wait).await;
-            }
-            let Some(watch) = self.watch.as_mut() else {
-                if let Err(e) = self.establish().await {
-                    self.disconnect(e);
-                }
-                continue;
-            };
-            match watch.message().await {
-                Ok(Some(resp)) => self.on_response(resp),
-                Ok(None) => {
-                    let e = self.backend("watch stream closed by the server");
-                    self.disconnect(e);
-                }
-                Err(e) => {
-                    let e = self.backend(e);
-                    self.disconnect(e);
-                }
-            }
+            let event = self.watch.next().await;
+            self.on_event(event);
         }
     }
 }
