@@ -634,7 +634,7 @@ impl Backend {
             .service
             .as_deref()
             .ok_or_else(|| CliError::usage("`--etcd` needs `--service`"))?;
-        let options = etcd_client::ConnectOptions::new()
+        let options = crate::fleet::etcd_client::ConnectOptions::new()
             .with_connect_timeout(cli.timeout)
             .with_timeout(cli.timeout);
         let connect = crate::fleet::FleetClient::connect_with(cli.etcd.clone(), service, options);

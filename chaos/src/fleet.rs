@@ -18,16 +18,16 @@
 //! refuses (too long, a name clash with a local experiment) is refused
 //! with an audit record ([`Action::Reject`]).
 //!
-//! The watch follows the pattern of the discovery crate's etcd source (and
-//! of Kubernetes' reflectors): a range read of the prefix and its revision,
-//! then a watch from the next revision. When the connection fails it keeps
-//! the running experiments (each still ends at its time to live), waits a
-//! `reconnect_backoff` delay (equal jitter from 100 ms to 10 s), and resumes
-//! the watch after the last revision seen, so changes made meanwhile
-//! arrive in order; if etcd compacted that revision away it reads the
-//! prefix again and reconciles. Each revision of a key is applied once: an
-//! experiment halted locally is not restarted by a reconnection, only by a
-//! new write.
+//! The watch is `watertight-discovery`'s [`PrefixWatch`], the protocol of
+//! its etcd source (and of Kubernetes' reflectors): a range read of the
+//! prefix and its revision, then a watch from the next revision. When the
+//! connection fails it keeps the running experiments (each still ends at
+//! its time to live), waits a `reconnect_backoff` delay (equal jitter from
+//! 100 ms to 10 s), and resumes the watch after the last revision seen, so
+//! changes made meanwhile arrive in order; if etcd compacted that revision
+//! away it reads the prefix again and reconciles. Each revision of a key is
+//! applied once: an experiment halted locally is not restarted by a
+//! reconnection, only by a new write.
 //!
 //! Building with feature `etcd` needs `protoc` (Debian package
 //! `protobuf-compiler`).
@@ -39,21 +39,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions, WatchResponse, WatchStream,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
 };
-use rand::rngs::SmallRng;
-use rand::SeedableRng;
 use tokio::task::JoinHandle;
-use watertight_core::backoff::Sequence;
 use watertight_core::Backoff;
+use watertight_discovery::etcd::{self as discovery, PrefixEvent, PrefixWatch};
 
 use crate::audit::{Action, Origin};
 use crate::controller::ChaosController;
 use crate::error::InvalidExperiment;
 use crate::experiment::Experiment;
 
-pub use etcd_client;
+pub use watertight_discovery::etcd::etcd_client;
 
 const TARGET: &str = "watertight_chaos";
 
@@ -133,24 +130,6 @@ fn check_service(service: &str) -> Result<(), FleetError> {
     }
 }
 
-/// TCP and HTTP/2 keep-alives, so an etcd that vanishes without closing
-/// the connection is noticed, with the same values as the discovery
-/// crate's etcd source.
-fn default_options() -> ConnectOptions {
-    ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(5))
-        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
-        .with_tcp_keepalive(Duration::from_secs(30))
-}
-
-async fn connect(
-    endpoints: &[String],
-    options: Option<&ConnectOptions>,
-) -> Result<Client, etcd_client::Error> {
-    let options = options.cloned().unwrap_or_else(default_options);
-    Client::connect(endpoints, Some(options)).await
-}
-
 /// Whole seconds, rounded up: an experiment never ends early.
 fn lease_secs(d: Duration) -> i64 {
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
@@ -171,9 +150,8 @@ impl Fleet {
         FleetBuilder {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
             service: service.into(),
-            options: None,
-            reconnect: Backoff::equal_jitter(Duration::from_millis(100), Duration::from_secs(10))
-                .expect("a valid backoff"),
+            options: discovery::default_connect_options(),
+            reconnect: discovery::default_reconnect_backoff(),
             seed: None,
         }
     }
@@ -184,7 +162,7 @@ impl Fleet {
 pub struct FleetBuilder {
     endpoints: Vec<String>,
     service: String,
-    options: Option<ConnectOptions>,
+    options: ConnectOptions,
     reconnect: Backoff,
     seed: Option<u64>,
 }
@@ -200,11 +178,12 @@ impl fmt::Debug for FleetBuilder {
 }
 
 impl FleetBuilder {
-    /// Connection options (TLS, credentials, timeouts). By default:
-    /// connect timeout 5 s, HTTP/2 keep-alive every 10 s with a 5 s
-    /// timeout, TCP keep-alive 30 s.
+    /// Connection options (TLS, credentials, timeouts); default
+    /// [`default_connect_options`](discovery::default_connect_options)
+    /// (connect timeout 5 s, HTTP/2 keep-alive every 10 s with a 5 s
+    /// timeout, TCP keep-alive 30 s).
     pub fn connect_options(mut self, options: ConnectOptions) -> Self {
-        self.options = Some(options);
+        self.options = options;
         self
     }
 
@@ -235,9 +214,9 @@ impl FleetBuilder {
             return Err(FleetError::NoEndpoints);
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| FleetError::NoRuntime)?;
-        let rng = match self.seed {
-            Some(seed) => SmallRng::seed_from_u64(seed),
-            None => SmallRng::from_rng(&mut rand::rng()),
+        let retries = match self.seed {
+            Some(seed) => self.reconnect.sequence_seeded(seed),
+            None => self.reconnect.sequence(),
         };
         let state = Arc::new(WatchState {
             connected: AtomicBool::new(false),
@@ -246,14 +225,7 @@ impl FleetBuilder {
         let prefix = prefix(&self.service);
         let watcher = Watcher {
             controller: controller.clone(),
-            endpoints: self.endpoints,
-            options: self.options,
-            prefix: prefix.clone(),
-            retries: self.reconnect.sequence_with_rng(rng),
-            client: None,
-            watch: None,
-            revision: 0,
-            resync: true,
+            watch: PrefixWatch::new(self.endpoints, prefix.clone(), self.options, retries),
             applied: BTreeMap::new(),
             state: state.clone(),
         };
@@ -306,16 +278,7 @@ impl Drop for FleetWatch {
 
 struct Watcher {
     controller: ChaosController,
-    endpoints: Vec<String>,
-    options: Option<ConnectOptions>,
-    prefix: String,
-    retries: Sequence,
-    client: Option<Client>,
-    watch: Option<WatchStream>,
-    /// The last revision seen; the watch resumes after it.
-    revision: i64,
-    /// The next connection reads the whole prefix.
-    resync: bool,
+    watch: PrefixWatch,
     /// The revision of each key's document this watch applied (started,
     /// or refused): each is applied once.
     applied: BTreeMap<String, i64>,
@@ -325,160 +288,105 @@ struct Watcher {
 impl Watcher {
     async fn run(mut self) {
         loop {
-            if self.watch.is_none() {
-                if let Err(error) = self.establish().await {
-                    self.disconnect(error).await;
-                    continue;
+            let event = self.watch.next().await;
+            match self.on_event(event).await {
+                Ok(()) => {
+                    let revision = self.watch.revision();
+                    self.state.revision.store(revision, Ordering::Release);
                 }
-            }
-            let Some(watch) = self.watch.as_mut() else {
-                continue;
-            };
-            match watch.message().await {
-                Ok(Some(resp)) => self.on_response(resp).await,
-                Ok(None) => {
-                    self.disconnect(FleetError::Etcd(etcd_client::Error::WatchError(
-                        "watch stream closed by the server".to_owned(),
-                    )))
-                    .await
-                }
-                Err(e) => self.disconnect(e.into()).await,
+                // A lease lookup failed, so a document is not applied:
+                // reconnect and read everything again.
+                Err(e) => self.watch.resync(e),
             }
         }
     }
 
-    /// The connection is gone: keep the experiments, wait, retry.
-    async fn disconnect(&mut self, error: FleetError) {
-        let wait = self.retries.next_delay();
-        self.state.connected.store(false, Ordering::Release);
-        tracing::warn!(target: TARGET, prefix = %self.prefix, %error, retry_in = ?wait, "chaos fleet watch lost etcd; experiments keep their time to live");
-        self.client = None;
-        self.watch = None;
-        tokio::time::sleep(wait).await;
-    }
-
-    async fn establish(&mut self) -> Result<(), FleetError> {
-        let mut client = match self.client.take() {
-            Some(c) => c,
-            None => connect(&self.endpoints, self.options.as_ref()).await?,
-        };
-        if self.resync {
-            let resp = client
-                .get(self.prefix.as_str(), Some(GetOptions::new().with_prefix()))
-                .await?;
-            let revision = resp.header().map_or(0, |h| h.revision());
-            let present: Vec<(String, Vec<u8>, i64, i64)> = resp
-                .kvs()
-                .iter()
-                .filter_map(|kv| {
-                    let name = self.name_of(kv.key())?;
-                    Some((name, kv.value().to_vec(), kv.lease(), kv.mod_revision()))
-                })
-                .collect();
-            let gone: Vec<String> = self
-                .applied
-                .keys()
-                .filter(|k| !present.iter().any(|(n, ..)| n == *k))
-                .cloned()
-                .collect();
-            for name in gone {
-                self.removed(&name);
-            }
-            for (name, value, lease, rev) in present {
-                self.put(&mut client, name, &value, lease, rev).await?;
-            }
-            self.revision = revision;
-            self.resync = false;
-            tracing::info!(target: TARGET, prefix = %self.prefix, revision, "chaos fleet prefix read");
-        }
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(self.revision + 1);
-        let watch = client.watch(self.prefix.as_str(), Some(options)).await?;
-        self.client = Some(client);
-        self.watch = Some(watch);
-        Ok(())
+    fn prefix(&self) -> &str {
+        self.watch.prefix()
     }
 
     fn name_of(&self, key: &[u8]) -> Option<String> {
         let key = std::str::from_utf8(key).ok()?;
-        key.strip_prefix(self.prefix.as_str()).map(str::to_owned)
+        key.strip_prefix(self.prefix()).map(str::to_owned)
     }
 
-    async fn on_response(&mut self, resp: WatchResponse) {
-        if resp.canceled() {
-            self.watch = None;
-            if resp.compact_revision() > 0 {
-                tracing::warn!(target: TARGET, prefix = %self.prefix, revision = self.revision, compacted = resp.compact_revision(), "etcd compacted past the chaos fleet watch; reading the prefix again");
-                self.resync = true;
-            } else {
-                let reason = format!("watch canceled: {}", resp.cancel_reason());
-                self.disconnect(FleetError::Etcd(etcd_client::Error::WatchError(reason)))
-                    .await;
-            }
-            return;
-        }
-        if resp.created() {
-            self.retries.reset();
-            self.state.connected.store(true, Ordering::Release);
-            tracing::info!(target: TARGET, prefix = %self.prefix, revision = self.revision, "chaos fleet watch established");
-        }
-        for ev in resp.events() {
-            let Some(kv) = ev.kv() else { continue };
-            let Some(name) = self.name_of(kv.key()) else {
-                continue;
-            };
-            match ev.event_type() {
-                EventType::Put => {
-                    let (value, lease, rev) = (kv.value().to_vec(), kv.lease(), kv.mod_revision());
-                    let Some(mut client) = self.client.take() else {
-                        continue;
-                    };
-                    let result = self.put(&mut client, name, &value, lease, rev).await;
-                    self.client = Some(client);
-                    if let Err(e) = result {
-                        // The lease lookup failed: read everything again.
-                        self.resync = true;
-                        self.disconnect(e).await;
-                        return;
-                    }
+    async fn on_event(&mut self, event: PrefixEvent) -> Result<(), etcd_client::Error> {
+        match event {
+            PrefixEvent::Snapshot { revision, kvs } => {
+                let present: Vec<(String, KeyValue)> = kvs
+                    .into_iter()
+                    .filter_map(|kv| Some((self.name_of(kv.key())?, kv)))
+                    .collect();
+                let gone: Vec<String> = self
+                    .applied
+                    .keys()
+                    .filter(|k| !present.iter().any(|(n, _)| n == *k))
+                    .cloned()
+                    .collect();
+                for name in gone {
+                    self.removed(&name);
                 }
-                EventType::Delete => self.removed(&name),
+                for (name, kv) in present {
+                    self.put(name, &kv).await?;
+                }
+                tracing::info!(target: TARGET, prefix = %self.prefix(), revision, "chaos fleet prefix read");
             }
-            self.revision = self.revision.max(kv.mod_revision());
+            PrefixEvent::Watching { revision } => {
+                self.state.connected.store(true, Ordering::Release);
+                tracing::info!(target: TARGET, prefix = %self.prefix(), revision, "chaos fleet watch established");
+            }
+            PrefixEvent::Put(kv) => {
+                if let Some(name) = self.name_of(kv.key()) {
+                    self.put(name, &kv).await?;
+                }
+            }
+            PrefixEvent::Delete(kv) => {
+                if let Some(name) = self.name_of(kv.key()) {
+                    self.removed(&name);
+                }
+            }
+            PrefixEvent::Compacted {
+                revision,
+                compacted,
+            } => {
+                tracing::warn!(target: TARGET, prefix = %self.prefix(), revision, compacted, "etcd compacted past the chaos fleet watch; reading the prefix again");
+            }
+            PrefixEvent::Disconnected { error, retry_in } => {
+                self.state.connected.store(false, Ordering::Release);
+                tracing::warn!(target: TARGET, prefix = %self.prefix(), %error, ?retry_in, "chaos fleet watch lost etcd; experiments keep their time to live");
+            }
+            _ => {}
         }
-        self.state.revision.store(self.revision, Ordering::Release);
+        Ok(())
     }
 
     fn reject(&self, name: &str, reason: String) {
-        tracing::warn!(target: TARGET, prefix = %self.prefix, experiment = %name, %reason, "refused a chaos fleet experiment");
+        tracing::warn!(target: TARGET, prefix = %self.prefix(), experiment = %name, %reason, "refused a chaos fleet experiment");
         self.controller
             .shared
             .reject(Some(name.to_owned()), Origin::Etcd, reason);
     }
 
-    /// Applies the document of key `name` at revision `rev`.
-    async fn put(
-        &mut self,
-        client: &mut Client,
-        name: String,
-        value: &[u8],
-        lease: i64,
-        rev: i64,
-    ) -> Result<(), FleetError> {
+    /// Applies the document `kv` of key `name`, once per revision.
+    async fn put(&mut self, name: String, kv: &KeyValue) -> Result<(), etcd_client::Error> {
+        let rev = kv.mod_revision();
         if self.applied.get(&name) == Some(&rev) {
             return Ok(());
         }
-        if lease != 0 {
-            let ttl = client.lease_time_to_live(lease, None).await?.ttl();
-            if ttl <= 0 {
-                // Expired while we looked: its deletion follows.
-                return Ok(());
+        let ttl = match (kv.lease(), self.watch.client()) {
+            (0, _) => None,
+            (lease, Some(client)) => {
+                let ttl = client.lease_time_to_live(lease, None).await?.ttl();
+                if ttl <= 0 {
+                    // Expired while we looked: its deletion follows.
+                    return Ok(());
+                }
+                Some(ttl)
             }
-            self.apply(name, value, Some(ttl), rev);
-        } else {
-            self.apply(name, value, None, rev);
-        }
+            // Disconnected: the snapshot after reconnection brings it.
+            (_, None) => return Ok(()),
+        };
+        self.apply(name, kv.value(), ttl, rev);
         Ok(())
     }
 
@@ -612,7 +520,7 @@ impl FleetClient {
         endpoints: impl IntoIterator<Item = E>,
         service: &str,
     ) -> Result<FleetClient, FleetError> {
-        Self::connect_with(endpoints, service, default_options()).await
+        Self::connect_with(endpoints, service, discovery::default_connect_options()).await
     }
 
     /// As [`connect`](Self::connect), with connection options.
@@ -630,7 +538,7 @@ impl FleetClient {
         if endpoints.is_empty() {
             return Err(FleetError::NoEndpoints);
         }
-        let client = connect(&endpoints, Some(&options)).await?;
+        let client = Client::connect(&endpoints, Some(options)).await?;
         Ok(FleetClient {
             client,
             prefix: prefix(service),

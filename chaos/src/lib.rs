@@ -40,8 +40,8 @@
 //!   `http::Request`.
 //! - `toml`: [`Experiment::from_toml`].
 //! - `admin`: the [admin HTTP API](admin) (axum). Implies `http`.
-//! - `etcd`: [fleet mode](fleet) through etcd-client (needs `protoc` to
-//!   build).
+//! - `etcd`: [fleet mode](fleet) through etcd-client and the etcd watch of
+//!   `watertight-discovery` (needs `protoc` to build).
 //! - `cli`: the `watertight-chaos` binary and its library entry,
 //!   [`cli`]. Implies `http` and `toml`; add `etcd` for `--etcd`.
 //!
