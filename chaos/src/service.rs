@@ -132,47 +132,45 @@ impl fmt::Debug for Engine {
 ///
 /// Clones share the controller; each draws its own random numbers and has
 /// its own `poll_ready` state.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Chaos<S, C = ErrorsAsFailures> {
     inner: S,
     engine: Engine,
     classify: C,
 }
 
-impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for Chaos<S, C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Chaos")
-            .field("inner", &self.inner)
-            .field("engine", &self.engine)
-            .field("classify", &self.classify)
-            .finish()
-    }
-}
+/// Construction and access to the inner service, the same for [`Chaos`]
+/// and `HttpChaos`.
+macro_rules! inner_service {
+    ($service:ident) => {
+        impl<S, C> $service<S, C> {
+            pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, classify: C) -> Self {
+                $service {
+                    inner,
+                    engine: Engine::new(shared),
+                    classify,
+                }
+            }
 
-impl<S, C> Chaos<S, C> {
-    pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, classify: C) -> Self {
-        Chaos {
-            inner,
-            engine: Engine::new(shared),
-            classify,
+            /// The inner service.
+            pub fn get_ref(&self) -> &S {
+                &self.inner
+            }
+
+            /// The inner service, mutably.
+            pub fn get_mut(&mut self) -> &mut S {
+                &mut self.inner
+            }
+
+            /// The inner service.
+            pub fn into_inner(self) -> S {
+                self.inner
+            }
         }
-    }
-
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    };
 }
+
+inner_service!(Chaos);
 
 impl<S, C, Req> Service<Req> for Chaos<S, C>
 where
@@ -231,7 +229,7 @@ mod http_service {
     /// # Clone
     ///
     /// As [`Chaos`].
-    #[derive(Clone)]
+    #[derive(Clone, Debug)]
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     pub struct HttpChaos<S, C = ServerErrorsAsFailures> {
         inner: S,
@@ -239,40 +237,7 @@ mod http_service {
         classify: C,
     }
 
-    impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for HttpChaos<S, C> {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.debug_struct("HttpChaos")
-                .field("inner", &self.inner)
-                .field("engine", &self.engine)
-                .field("classify", &self.classify)
-                .finish()
-        }
-    }
-
-    impl<S, C> HttpChaos<S, C> {
-        pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, classify: C) -> Self {
-            HttpChaos {
-                inner,
-                engine: Engine::new(shared),
-                classify,
-            }
-        }
-
-        /// The inner service.
-        pub fn get_ref(&self) -> &S {
-            &self.inner
-        }
-
-        /// The inner service, mutably.
-        pub fn get_mut(&mut self) -> &mut S {
-            &mut self.inner
-        }
-
-        /// The inner service.
-        pub fn into_inner(self) -> S {
-            self.inner
-        }
-    }
+    inner_service!(HttpChaos);
 
     impl<S, C, ReqB, ResB> Service<http::Request<ReqB>> for HttpChaos<S, C>
     where
