@@ -507,7 +507,6 @@ pub(crate) mod wire {
     //! The document form: every field optional on the way in, so a missing
     //! one is reported by name, then checked per fault type.
 
-    use std::collections::BTreeMap;
     use std::time::Duration;
 
     use serde::{Deserialize, Serialize};
@@ -524,43 +523,16 @@ pub(crate) mod wire {
         name: Option<String>,
         #[serde(default, with = "humantime_serde")]
         duration: Option<Duration>,
-        #[serde(default, skip_serializing_if = "RawTarget::is_empty")]
-        target: RawTarget,
+        #[serde(default, skip_serializing_if = "matches_all")]
+        target: Target,
         #[serde(default)]
         faults: Option<Vec<RawFault>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         abort_when: Option<RawAbortWhen>,
     }
 
-    #[derive(Default, Deserialize, Serialize)]
-    #[serde(deny_unknown_fields)]
-    struct RawTarget {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        method: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        path_prefix: Option<String>,
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        headers: BTreeMap<String, String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        region: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        zone: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        subzone: Option<String>,
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        labels: BTreeMap<String, String>,
-    }
-
-    impl RawTarget {
-        fn is_empty(&self) -> bool {
-            self.method.is_none()
-                && self.path_prefix.is_none()
-                && self.headers.is_empty()
-                && self.region.is_none()
-                && self.zone.is_none()
-                && self.subzone.is_none()
-                && self.labels.is_empty()
-        }
+    fn matches_all(target: &Target) -> bool {
+        *target == Target::all()
     }
 
     #[derive(Default, Deserialize, Serialize)]
@@ -800,16 +772,6 @@ pub(crate) mod wire {
             for (i, f) in raw_faults.into_iter().enumerate() {
                 faults.push(f.into_spec(i)?);
             }
-            let t = self.target;
-            let target = Target {
-                method: t.method,
-                path_prefix: t.path_prefix,
-                headers: t.headers,
-                region: t.region,
-                zone: t.zone,
-                subzone: t.subzone,
-                labels: t.labels,
-            };
             let abort_when = self.abort_when.map(|g| AbortWhen {
                 error_rate_above: g.error_rate_above,
                 p99_above: g.p99_above,
@@ -819,7 +781,7 @@ pub(crate) mod wire {
             let exp = Experiment {
                 name,
                 faults,
-                target,
+                target: self.target,
                 duration,
                 abort_when,
             };
@@ -838,19 +800,10 @@ pub(crate) mod wire {
 
     impl From<Experiment> for RawExperiment {
         fn from(e: Experiment) -> Self {
-            let t = e.target;
             RawExperiment {
                 name: Some(e.name),
                 duration: Some(e.duration),
-                target: RawTarget {
-                    method: t.method,
-                    path_prefix: t.path_prefix,
-                    headers: t.headers,
-                    region: t.region,
-                    zone: t.zone,
-                    subzone: t.subzone,
-                    labels: t.labels,
-                },
+                target: e.target,
                 faults: Some(e.faults.iter().map(RawFault::from_spec).collect()),
                 abort_when: e.abort_when.map(|g| RawAbortWhen {
                     error_rate_above: g.error_rate_above,
@@ -966,6 +919,18 @@ mod tests {
                 r#"{"name": "a", "duration": "1m", "faults": [{"type": "hang", "percent": 1}], "target": {"method": "get"}}"#
             ),
             "target.method"
+        );
+        assert_eq!(
+            field_of(
+                r#"{"name": "a", "duration": "1m", "faults": [{"type": "hang", "percent": 1}], "target": {"zone": "c", "colour": "red"}}"#
+            ),
+            "target.colour"
+        );
+        assert_eq!(
+            field_of(
+                r#"{"name": "a", "duration": "1m", "faults": [{"type": "hang", "percent": 1}], "target": {"labels": {"v": 2}}}"#
+            ),
+            "target.labels.v"
         );
         assert_eq!(
             field_of(

@@ -20,6 +20,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
 use watertight_core::ext::Extensions;
 use watertight_core::{Endpoint, Selected};
 
@@ -76,23 +77,36 @@ impl<B> Inspect for http::Request<B> {
 }
 
 /// The requests an experiment applies to; see the [module docs](self).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Serialized as the `target` of an experiment
+/// [document](crate::experiment): every field optional, unknown fields
+/// refused. [`Experiment::validate`](crate::Experiment::validate) checks
+/// the values.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Target {
     /// The request method, upper case.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
     /// A prefix of the request path, starting with `/`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
     /// Headers (lower-case names) that must be present with exactly these
     /// values.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     /// The endpoint's region.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// The endpoint's zone.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
     /// The endpoint's subzone.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub subzone: Option<String>,
     /// Labels the endpoint must carry with these values.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
 
