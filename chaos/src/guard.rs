@@ -190,20 +190,48 @@ mod tests {
         assert_eq!(g.record(now, ResponseClass::Success, None), None);
         // 3 failures of 4 calls: 0.75 > 0.5.
         assert!(g.record(now, ResponseClass::FATAL, None).is_some());
+
+        // At the bound is not above it.
+        let g = Guard::new(
+            AbortWhen::error_rate_above(0.5).min_calls(4),
+            Instant::now(),
+        );
+        for class in [ResponseClass::FATAL, ResponseClass::Success].repeat(2) {
+            assert_eq!(g.record(now, class, None), None);
+        }
+        assert!(g.record(now, ResponseClass::FATAL, None).is_some());
     }
 
     #[tokio::test(start_paused = true)]
     async fn old_failures_leave_the_window() {
-        let g = Guard::new(
-            AbortWhen::error_rate_above(0.5)
-                .min_calls(2)
-                .window(Duration::from_secs(10)),
-            Instant::now(),
-        );
-        g.record(Instant::now(), ResponseClass::RETRYABLE, None);
-        tokio::time::advance(Duration::from_secs(11)).await;
-        assert_eq!(g.record(Instant::now(), ResponseClass::Success, None), None);
-        assert_eq!(g.record(Instant::now(), ResponseClass::Success, None), None);
+        let spec = AbortWhen::error_rate_above(0.5)
+            .min_calls(3)
+            .window(Duration::from_secs(10));
+        let recent = Guard::new(spec.clone(), Instant::now());
+        let old = Guard::new(spec, Instant::now());
+        for g in [&recent, &old] {
+            assert_eq!(
+                g.record(Instant::now(), ResponseClass::RETRYABLE, None),
+                None
+            );
+            assert_eq!(
+                g.record(Instant::now(), ResponseClass::RETRYABLE, None),
+                None
+            );
+        }
+        // Within the window, two failures of three calls trip the guard.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(recent
+            .record(Instant::now(), ResponseClass::Success, None)
+            .is_some());
+        // Past it, they count no more: three successes alone.
+        tokio::time::advance(Duration::from_secs(6)).await;
+        for _ in 0..3 {
+            assert_eq!(
+                old.record(Instant::now(), ResponseClass::Success, None),
+                None
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
