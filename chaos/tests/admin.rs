@@ -79,6 +79,11 @@ impl Api {
     async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.call(Method::GET, path, None, Bytes::new()).await
     }
+
+    async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, Some(TOKEN), Bytes::new())
+            .await
+    }
 }
 
 fn doc(name: &str) -> String {
@@ -140,27 +145,13 @@ async fn experiments_are_started_listed_shown_and_stopped() {
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["error"], "already_running");
 
-    let (status, _) = api
-        .call(
-            Method::DELETE,
-            "/experiments/api-e",
-            Some(TOKEN),
-            Bytes::new(),
-        )
-        .await;
+    let (status, _) = api.delete("/experiments/api-e").await;
     assert_eq!(status, StatusCode::OK);
     assert!(chaos.experiments().is_empty());
     let (status, body) = api.get("/experiments/api-e").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"], "not_found");
-    let (status, _) = api
-        .call(
-            Method::DELETE,
-            "/experiments/api-e",
-            Some(TOKEN),
-            Bytes::new(),
-        )
-        .await;
+    let (status, _) = api.delete("/experiments/api-e").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     let (status, body) = api.get("/audit").await;

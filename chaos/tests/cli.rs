@@ -3,9 +3,6 @@
 
 mod support;
 
-use std::process::Output;
-use std::time::Duration;
-
 use serde_json::Value;
 use watertight_chaos::admin::{Admin, AdminServer};
 use watertight_chaos::{Action, ChaosController, Origin};
@@ -13,31 +10,6 @@ use watertight_chaos::{Action, ChaosController, Origin};
 use support::*;
 
 const TOKEN: &str = "cli-token";
-/// How long one run of the tool may take.
-const WAIT: Duration = Duration::from_secs(30);
-
-async fn chaos_cli(args: &[&str]) -> Output {
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_watertight-chaos"))
-        .args(args)
-        .env_remove("WATERTIGHT_CHAOS_URL")
-        .env_remove("WATERTIGHT_CHAOS_TOKEN")
-        .env_remove("WATERTIGHT_CHAOS_ETCD")
-        .env_remove("WATERTIGHT_CHAOS_SERVICE")
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(WAIT, run)
-        .await
-        .expect("the tool finishes in time")
-        .expect("the tool runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 async fn serve(chaos: &ChaosController) -> (AdminServer, String) {
     let server = Admin::new(chaos.clone())

@@ -50,13 +50,7 @@ async fn experiment_expires_at_its_ttl() {
     let chaos = builder(&lines).build().unwrap();
     let mut svc = chaos.layer().layer(echo());
     chaos
-        .start(experiment(
-            "ttl",
-            10,
-            Fault::Abort(Abort::Error),
-            100.0,
-            Target::all(),
-        ))
+        .start(always("ttl", 10, Fault::Abort(Abort::Error)))
         .unwrap();
     tokio::time::advance(Duration::from_millis(9_999)).await;
     settle().await;
@@ -64,18 +58,12 @@ async fn experiment_expires_at_its_ttl() {
         .experiment("ttl")
         .expect("still running before its TTL");
     assert_eq!(status.remaining, Duration::from_millis(1));
-    assert!(svc
-        .ready()
-        .await
-        .unwrap()
-        .call(Req::get("/"))
-        .await
-        .is_err());
+    assert!(call(&mut svc, Req::get("/")).await.is_err());
 
     tokio::time::advance(Duration::from_millis(1)).await;
     settle().await;
     assert!(chaos.experiment("ttl").is_none(), "gone at its TTL");
-    assert!(svc.ready().await.unwrap().call(Req::get("/")).await.is_ok());
+    assert!(call(&mut svc, Req::get("/")).await.is_ok());
     let records = lines.records();
     let last = records.last().unwrap();
     assert_eq!(last.action, Action::Expire);
@@ -150,14 +138,7 @@ async fn abort_when_stops_an_experiment_when_the_guarded_error_rate_is_crossed()
     // Stopped: only the backend's own failures remain.
     let mut failures = 0;
     for _ in 0..400 {
-        if svc
-            .ready()
-            .await
-            .unwrap()
-            .call(Req::get("/"))
-            .await
-            .is_err()
-        {
+        if call(&mut svc, Req::get("/")).await.is_err() {
             failures += 1;
         }
     }
@@ -237,26 +218,14 @@ async fn halt_all_stops_every_experiment() {
     let mut svc = chaos.layer().layer(echo());
     for name in ["a", "b", "c"] {
         chaos
-            .start(experiment(
-                name,
-                600,
-                Fault::Abort(Abort::Error),
-                100.0,
-                Target::all(),
-            ))
+            .start(always(name, 600, Fault::Abort(Abort::Error)))
             .unwrap();
     }
     assert_eq!(chaos.experiments().len(), 3);
-    assert!(svc
-        .ready()
-        .await
-        .unwrap()
-        .call(Req::get("/"))
-        .await
-        .is_err());
+    assert!(call(&mut svc, Req::get("/")).await.is_err());
     assert_eq!(chaos.halt_all(), ["a", "b", "c"]);
     assert!(chaos.experiments().is_empty());
-    assert!(svc.ready().await.unwrap().call(Req::get("/")).await.is_ok());
+    assert!(call(&mut svc, Req::get("/")).await.is_ok());
     let halts: Vec<_> = lines
         .records()
         .into_iter()
@@ -279,7 +248,7 @@ async fn audit_records_each_transition() {
     let lines = Lines::default();
     let chaos = builder(&lines).audit_capacity(4).build().unwrap();
     let mut svc = chaos.layer().layer(echo());
-    let abort = |name| experiment(name, 60, Fault::Abort(Abort::Error), 100.0, Target::all());
+    let abort = |name| always(name, 60, Fault::Abort(Abort::Error));
     chaos.start(abort("stopped")).unwrap();
     chaos.stop("stopped").unwrap();
     chaos.start(abort("expired")).unwrap();
@@ -418,13 +387,7 @@ async fn faults_and_experiments_are_counted_in_metrics() {
             .build()
             .unwrap();
         chaos
-            .start(experiment(
-                "x",
-                60,
-                Fault::Abort(Abort::Error),
-                100.0,
-                Target::all(),
-            ))
+            .start(always("x", 60, Fault::Abort(Abort::Error)))
             .unwrap();
         chaos
     });
@@ -437,8 +400,10 @@ async fn faults_and_experiments_are_counted_in_metrics() {
         snapshot
             .iter()
             .find(|(k, ..)| {
-                k.key().name() == name
-                    && k.key()
+                let key = k.key();
+                key.name() == name
+                    && key.labels().any(|l| l.key() == "name" && l.value() == "m")
+                    && key
                         .labels()
                         .all(|l| l.key() != "experiment" || l.value() == "x")
             })

@@ -3,11 +3,10 @@
 
 mod support;
 
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tower::{Layer, Service, ServiceExt};
 use watertight_chaos::fleet::{etcd_client, prefix, Fleet, FleetClient, FleetWatch};
 use watertight_chaos::{Abort, Action, ChaosController, Experiment, Fault, Origin, Target};
 use watertight_core::Backoff;
@@ -49,13 +48,15 @@ fn watch(etcd: &EtcdServer, chaos: &ChaosController) -> FleetWatch {
 }
 
 async fn is_aborted(chaos: &ChaosController) -> bool {
-    let mut svc = chaos.layer().layer(echo());
-    svc.ready()
-        .await
-        .unwrap()
-        .call(Req::get("/"))
-        .await
-        .is_err()
+    is_hit(chaos, Req::get("/")).await
+}
+
+/// Runs the tool on the fleet of service `api`.
+async fn fleet_cli(etcd: &EtcdServer, args: &[&str]) -> Output {
+    let endpoint = etcd.endpoint();
+    let mut all = vec!["--etcd", endpoint.as_str(), "--service", "api"];
+    all.extend_from_slice(args);
+    chaos_cli(&all).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,20 +151,8 @@ async fn the_cli_lists_stops_and_halts_a_fleet() {
     let in_a = instance("in-a", "a");
     let wa = watch(&etcd, &in_a);
     until("the watch is established", || wa.is_connected()).await;
-    let endpoint = etcd.endpoint();
-    let cli = |args: &[&str]| {
-        let mut all = vec!["--etcd", endpoint.as_str(), "--service", "api"];
-        all.extend_from_slice(args);
-        let all: Vec<String> = all.into_iter().map(str::to_owned).collect();
-        async move {
-            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_watertight-chaos"))
-                .args(&all)
-                .output();
-            tokio::time::timeout(WAIT, out).await.unwrap().unwrap()
-        }
-    };
-    for name in ["one", "two"] {
-        let out = cli(&[
+    let start = |name| {
+        [
             "start",
             "--name",
             name,
@@ -172,29 +161,22 @@ async fn the_cli_lists_stops_and_halts_a_fleet() {
             "--hang",
             "--percent",
             "1",
-        ])
-        .await;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ]
+    };
+    for name in ["one", "two"] {
+        let out = fleet_cli(&etcd, &start(name)).await;
+        assert!(out.status.success(), "{}", stderr(&out));
     }
-    let out = cli(&[
-        "start",
-        "--name",
-        "one",
-        "--duration",
-        "10m",
-        "--hang",
-        "--percent",
-        "1",
-    ])
-    .await;
+    let out = fleet_cli(&etcd, &start("one")).await;
     assert_eq!(out.status.code(), Some(1), "a second `one` is refused");
+    assert!(
+        stderr(&out).contains("already stored in etcd"),
+        "{}",
+        stderr(&out)
+    );
     until("the instance runs both", || in_a.experiments().len() == 2).await;
 
-    let out = cli(&["--json", "list"]).await;
+    let out = fleet_cli(&etcd, &["--json", "list"]).await;
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let names: Vec<&str> = list
         .as_array()
@@ -206,16 +188,16 @@ async fn the_cli_lists_stops_and_halts_a_fleet() {
     let remaining = humantime::parse_duration(list[0]["remaining"].as_str().unwrap()).unwrap();
     assert!(remaining <= Duration::from_secs(600) && remaining > Duration::from_secs(500));
 
-    let out = cli(&["stop", "one"]).await;
+    let out = fleet_cli(&etcd, &["stop", "one"]).await;
     assert!(out.status.success());
     until("`one` stops", || in_a.experiment("one").is_none()).await;
     assert!(in_a.experiment("two").is_some());
 
-    let out = cli(&["halt"]).await;
+    let out = fleet_cli(&etcd, &["halt"]).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout), "halted: two\n");
     until("`two` stops", || in_a.experiments().is_empty()).await;
 
-    let out = cli(&["audit"]).await;
+    let out = fleet_cli(&etcd, &["audit"]).await;
     assert_eq!(
         out.status.code(),
         Some(2),
@@ -239,13 +221,7 @@ async fn the_watch_resumes_after_etcd_restarts() {
         .await
         .unwrap();
     fleet
-        .start(&experiment(
-            "after-restart",
-            60,
-            Fault::Abort(Abort::Error),
-            100.0,
-            Target::all(),
-        ))
+        .start(&always("after-restart", 60, Fault::Abort(Abort::Error)))
         .await
         .unwrap();
     until("the resumed watch applies it", || {

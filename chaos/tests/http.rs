@@ -110,13 +110,7 @@ async fn abort_without_a_status_is_an_injected_error() {
     let chaos = controller();
     let mut svc = chaos.http_layer().layer(bytes_service(10, Arc::default()));
     chaos
-        .start(experiment(
-            "err",
-            60,
-            Fault::Abort(Abort::Error),
-            100.0,
-            Target::all(),
-        ))
+        .start(always("err", 60, Fault::Abort(Abort::Error)))
         .unwrap();
     let err = send(&mut svc, get("/")).await.unwrap_err();
     assert_eq!(
@@ -141,25 +135,29 @@ fn framed(
     (StreamBody::new(stream::iter(chunks)), all)
 }
 
+/// A service answering `body` to its one call.
+fn answering_once<B>(
+    body: B,
+) -> impl Service<Request<Body>, Response = Response<B>, Error = Infallible> {
+    let mut body = Some(body);
+    tower::service_fn(move |_req: Request<Body>| {
+        let b = body.take().expect("one call");
+        std::future::ready(Ok(Response::new(b)))
+    })
+}
+
 #[tokio::test(start_paused = true)]
 async fn throttle_releases_bytes_at_the_rate() {
     let chaos = controller();
     let (body, expected) = framed(10, 1000);
-    let body = Arc::new(parking_lot::Mutex::new(Some(body)));
-    let inner = tower::service_fn(move |_req: Request<Body>| {
-        let b = body.lock().take().expect("one call");
-        std::future::ready(Ok::<_, Infallible>(Response::new(b)))
-    });
-    let mut svc = chaos.http_layer().layer(inner);
+    let mut svc = chaos.http_layer().layer(answering_once(body));
     chaos
-        .start(experiment(
+        .start(always(
             "slow-body",
             60,
             Fault::Throttle {
                 bytes_per_second: 2000,
             },
-            100.0,
-            Target::all(),
         ))
         .unwrap();
     let res = svc.ready().await.unwrap().call(get("/")).await.unwrap();
@@ -196,13 +194,7 @@ async fn truncate_ends_the_body_after_n_bytes() {
         .http_layer()
         .layer(bytes_service(1000, Arc::default()));
     chaos
-        .start(experiment(
-            "cut",
-            60,
-            Fault::Truncate { after_bytes: 123 },
-            100.0,
-            Target::all(),
-        ))
+        .start(always("cut", 60, Fault::Truncate { after_bytes: 123 }))
         .unwrap();
     let res = send(&mut svc, get("/")).await.unwrap();
     assert_eq!(res.body().size_hint().upper(), Some(123));
@@ -217,20 +209,9 @@ async fn truncate_ends_the_body_after_n_bytes() {
 async fn truncate_across_frames_and_to_zero() {
     let chaos = controller();
     let (body, expected) = framed(5, 100);
-    let body = Arc::new(parking_lot::Mutex::new(Some(body)));
-    let inner = tower::service_fn(move |_req: Request<Body>| {
-        let b = body.lock().take().expect("one call");
-        std::future::ready(Ok::<_, Infallible>(Response::new(b)))
-    });
-    let mut svc = chaos.http_layer().layer(inner);
+    let mut svc = chaos.http_layer().layer(answering_once(body));
     chaos
-        .start(experiment(
-            "cut-250",
-            60,
-            Fault::Truncate { after_bytes: 250 },
-            100.0,
-            Target::all(),
-        ))
+        .start(always("cut-250", 60, Fault::Truncate { after_bytes: 250 }))
         .unwrap();
     let res = svc.ready().await.unwrap().call(get("/")).await.unwrap();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
@@ -238,13 +219,7 @@ async fn truncate_across_frames_and_to_zero() {
 
     chaos.halt_all();
     chaos
-        .start(experiment(
-            "cut-0",
-            60,
-            Fault::Truncate { after_bytes: 0 },
-            100.0,
-            Target::all(),
-        ))
+        .start(always("cut-0", 60, Fault::Truncate { after_bytes: 0 }))
         .unwrap();
     let mut svc = chaos.http_layer().layer(bytes_service(10, Arc::default()));
     let res = send(&mut svc, get("/")).await.unwrap();
@@ -444,13 +419,7 @@ async fn faults_over_a_real_socket() {
         assert!(bytes.is_empty());
 
         chaos
-            .start(experiment(
-                "err",
-                60,
-                Fault::Abort(Abort::Error),
-                100.0,
-                Target::all(),
-            ))
+            .start(always("err", 60, Fault::Abort(Abort::Error)))
             .unwrap();
         let (status, bytes) = fetch(Request::get(&url).body(Body::default()).unwrap()).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);

@@ -15,13 +15,6 @@ use watertight_core::{find_cause, is_caused_by, BoxError};
 
 use support::*;
 
-async fn call<S>(svc: &mut S, req: Req) -> Result<usize, BoxError>
-where
-    S: Service<Req, Response = usize, Error = BoxError>,
-{
-    svc.ready().await?.call(req).await
-}
-
 /// How long one call takes, in virtual time.
 async fn timed<S>(svc: &mut S, req: Req) -> Duration
 where
@@ -45,13 +38,7 @@ async fn fixed_latency_delays_by_exactly_the_fault() {
     let chaos = controller();
     let mut svc = chaos.layer().layer(echo());
     chaos
-        .start(experiment(
-            "fixed",
-            60,
-            Fault::Latency(Latency::fixed(ms(250))),
-            100.0,
-            Target::all(),
-        ))
+        .start(always("fixed", 60, Fault::Latency(Latency::fixed(ms(250)))))
         .unwrap();
     for _ in 0..5 {
         assert_eq!(timed(&mut svc, Req::get("/")).await, ms(250));
@@ -63,12 +50,10 @@ async fn uniform_latency_stays_within_its_bounds() {
     let chaos = controller();
     let mut svc = chaos.layer().layer(echo());
     chaos
-        .start(experiment(
+        .start(always(
             "uniform",
             600,
             Fault::Latency(Latency::uniform(ms(100), ms(200))),
-            100.0,
-            Target::all(),
         ))
         .unwrap();
     let mut seen = Vec::new();
@@ -91,9 +76,7 @@ async fn log_normal_latency_matches_its_median_and_p99() {
         p99: ms(100),
         max: Some(ms(300)),
     });
-    chaos
-        .start(experiment("log-normal", 3600, fault, 100.0, Target::all()))
-        .unwrap();
+    chaos.start(always("log-normal", 3600, fault)).unwrap();
     let mut seen = Vec::new();
     for _ in 0..4000 {
         seen.push(timed(&mut svc, Req::get("/")).await);
@@ -111,13 +94,7 @@ async fn abort_returns_injected_error_without_calling_inner() {
     let chaos = controller();
     let (mut svc, mut handle) = tower_test::mock::spawn_layer::<Req, usize, _>(chaos.layer());
     chaos
-        .start(experiment(
-            "abort",
-            60,
-            Fault::Abort(Abort::Error),
-            100.0,
-            Target::all(),
-        ))
+        .start(always("abort", 60, Fault::Abort(Abort::Error)))
         .unwrap();
     handle.allow(1);
     assert_ready_ok!(svc.poll_ready());
@@ -136,25 +113,13 @@ async fn abort_with_a_status_on_a_plain_service_carries_the_status() {
     let chaos = controller();
     let mut svc = chaos.layer().layer(echo());
     chaos
-        .start(experiment(
-            "abort-503",
-            60,
-            Fault::Abort(Abort::Http(503)),
-            100.0,
-            Target::all(),
-        ))
+        .start(always("abort-503", 60, Fault::Abort(Abort::Http(503))))
         .unwrap();
     let err = call(&mut svc, Req::get("/")).await.unwrap_err();
     assert_eq!(find_cause::<Injected>(&*err).unwrap().status(), Some(503));
     chaos.stop("abort-503").unwrap();
     chaos
-        .start(experiment(
-            "abort-grpc",
-            60,
-            Fault::Abort(Abort::Grpc(14)),
-            100.0,
-            Target::all(),
-        ))
+        .start(always("abort-grpc", 60, Fault::Abort(Abort::Grpc(14))))
         .unwrap();
     let err = call(&mut svc, Req::get("/")).await.unwrap_err();
     assert_eq!(
@@ -189,9 +154,7 @@ async fn hang_trips_an_outer_timeout() {
         .timeout(Duration::from_secs(2))
         .layer(chaos.layer())
         .service(echo());
-    chaos
-        .start(experiment("hang", 600, Fault::Hang, 100.0, Target::all()))
-        .unwrap();
+    chaos.start(always("hang", 600, Fault::Hang)).unwrap();
     let start = Instant::now();
     let err = svc
         .ready()
@@ -213,9 +176,7 @@ async fn hang_trips_an_outer_timeout() {
 async fn hung_requests_resume_when_the_experiment_is_halted() {
     let chaos = controller();
     let mut svc = chaos.layer().layer(echo());
-    chaos
-        .start(experiment("hang", 600, Fault::Hang, 100.0, Target::all()))
-        .unwrap();
+    chaos.start(always("hang", 600, Fault::Hang)).unwrap();
     let fut = svc.ready().await.unwrap().call(Req::get("/xy"));
     let mut task = tokio_test::task::spawn(fut);
     assert_pending!(task.poll());
@@ -233,12 +194,10 @@ async fn unavailable_makes_poll_ready_pending_for_the_duration() {
     let chaos = controller();
     let mut svc = tokio_test::task::spawn(chaos.layer().layer(echo()));
     chaos
-        .start(experiment(
+        .start(always(
             "unavailable",
             600,
             Fault::Unavailable(Duration::from_secs(5)),
-            100.0,
-            Target::all(),
         ))
         .unwrap();
     assert_pending!(svc.enter(|cx, mut s| s.poll_ready(cx)));
@@ -260,12 +219,10 @@ async fn unavailable_ends_early_when_the_experiment_stops() {
     let chaos = controller();
     let mut svc = tokio_test::task::spawn(chaos.layer().layer(echo()));
     chaos
-        .start(experiment(
+        .start(always(
             "unavailable",
             600,
             Fault::Unavailable(Duration::from_secs(60)),
-            100.0,
-            Target::all(),
         ))
         .unwrap();
     assert_pending!(svc.enter(|cx, mut s| s.poll_ready(cx)));
@@ -381,11 +338,6 @@ async fn seeded_controllers_inject_identically() {
     assert!(a.iter().any(|x| *x) && a.iter().any(|x| !*x));
 }
 
-async fn is_hit(chaos: &ChaosController, req: Req) -> bool {
-    let mut svc = chaos.layer().layer(echo());
-    call(&mut svc, req).await.is_err()
-}
-
 #[tokio::test(start_paused = true)]
 async fn targeting_matches_method_path_prefix_and_headers() {
     let chaos = controller();
@@ -469,12 +421,10 @@ async fn max_active_faults_caps_concurrent_faults() {
         .unwrap();
     let svc = chaos.layer().layer(echo());
     chaos
-        .start(experiment(
+        .start(always(
             "slow",
             600,
             Fault::Latency(Latency::fixed(Duration::from_secs(1))),
-            100.0,
-            Target::all(),
         ))
         .unwrap();
     let start = Instant::now();

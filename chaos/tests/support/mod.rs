@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use tower::{Layer, ServiceExt};
 use watertight_chaos::{
     AuditRecord, AuditSink, ChaosController, ControllerBuilder, Experiment, Fault, Inspect, Target,
 };
 use watertight_core::ext::Extensions;
-use watertight_core::{Endpoint, Locality, Selected};
+use watertight_core::{BoxError, Endpoint, Locality, Selected};
 
 /// A request of a non-HTTP protocol, with what a target can match.
 #[derive(Clone, Debug, Default)]
@@ -136,6 +137,11 @@ pub fn experiment(name: &str, secs: u64, fault: Fault, percent: f64, target: Tar
         .unwrap()
 }
 
+/// An experiment injecting `fault` into every request for `secs`.
+pub fn always(name: &str, secs: u64, fault: Fault) -> Experiment {
+    experiment(name, secs, fault, 100.0, Target::all())
+}
+
 /// A service answering the length of the request's path.
 pub fn echo() -> impl tower::Service<
     Req,
@@ -148,4 +154,44 @@ pub fn echo() -> impl tower::Service<
 
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
+}
+
+/// One call through `svc`, once it is ready.
+pub async fn call<S>(svc: &mut S, req: Req) -> Result<usize, BoxError>
+where
+    S: tower::Service<Req, Response = usize, Error = BoxError>,
+{
+    svc.ready().await?.call(req).await
+}
+
+/// Whether `req`, sent through `chaos`'s layer to [`echo`], fails.
+pub async fn is_hit(chaos: &ChaosController, req: Req) -> bool {
+    let mut svc = chaos.layer().layer(echo());
+    call(&mut svc, req).await.is_err()
+}
+
+/// Runs the `watertight-chaos` tool with `args` and none of its
+/// environment variables, failing the test if it takes over 30 s.
+#[cfg(feature = "cli")]
+pub async fn chaos_cli(args: &[&str]) -> std::process::Output {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_watertight-chaos"))
+        .args(args)
+        .env_remove("WATERTIGHT_CHAOS_URL")
+        .env_remove("WATERTIGHT_CHAOS_TOKEN")
+        .env_remove("WATERTIGHT_CHAOS_ETCD")
+        .env_remove("WATERTIGHT_CHAOS_SERVICE")
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the tool finishes in time")
+        .expect("the tool runs")
+}
+
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
