@@ -13,7 +13,7 @@ use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordSet, Recor
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
 use hickory_server::Server;
-use support::{next, next_error, reset_ids};
+use support::{next, next_error, next_reset_ids, reset_ids};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::time::Instant;
 use watertight_core::{Address, Backoff, Change, Locality};
@@ -102,6 +102,17 @@ impl TestDns {
             .collect();
         self.set(owner, RecordType::A, ttl, data).await;
     }
+
+    /// SRV records of `owner`: (priority, weight, port, target) each.
+    async fn srv(&self, owner: &str, ttl: u32, targets: &[(u16, u16, u16, &str)]) {
+        let data = targets
+            .iter()
+            .map(|&(priority, weight, port, target)| {
+                RData::SRV(SRV::new(priority, weight, port, name(target)))
+            })
+            .collect();
+        self.set(owner, RecordType::SRV, ttl, data).await;
+    }
 }
 
 #[tokio::test]
@@ -143,13 +154,12 @@ async fn srv_records_become_endpoints_with_their_priority_weight_and_port() {
     let dns = TestDns::start().await;
     dns.a("pod-1.api.svc.test.", 30, &[[10, 1, 0, 1]]).await;
     dns.a("pod-2.api.svc.test.", 30, &[[10, 1, 0, 2]]).await;
-    dns.set(
+    dns.srv(
         "_http._tcp.api.svc.test.",
-        RecordType::SRV,
         30,
-        vec![
-            RData::SRV(SRV::new(0, 10, 8080, name("pod-1.api.svc.test."))),
-            RData::SRV(SRV::new(1, 0, 8081, name("pod-2.api.svc.test."))),
+        &[
+            (0, 10, 8080, "pod-1.api.svc.test."),
+            (1, 0, 8081, "pod-2.api.svc.test."),
         ],
     )
     .await;
@@ -198,10 +208,7 @@ async fn a_changed_record_is_picked_up_after_its_ttl() {
         .seed(7)
         .build()
         .unwrap();
-    assert_eq!(
-        reset_ids(&next(&mut source).await.unwrap()),
-        ["10.0.0.1:80"]
-    );
+    assert_eq!(next_reset_ids(&mut source).await, ["10.0.0.1:80"]);
     let answered = Instant::now();
 
     dns.a("api.svc.test.", ttl, &[[10, 0, 0, 1], [10, 0, 0, 3]])
@@ -217,10 +224,7 @@ async fn a_changed_record_is_picked_up_after_its_ttl() {
 
     // The record goes away: an empty set, not an error.
     dns.set("api.svc.test.", RecordType::A, ttl, vec![]).await;
-    assert_eq!(
-        reset_ids(&next(&mut source).await.unwrap()),
-        Vec::<String>::new()
-    );
+    assert_eq!(next_reset_ids(&mut source).await, Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -232,14 +236,12 @@ async fn a_changed_srv_record_is_picked_up_after_its_ttl() {
     dns.a("pod-1.api.svc.test.", ttl, &[[10, 1, 0, 1]]).await;
     dns.a("pod-2.api.svc.test.", ttl, &[[10, 1, 0, 2]]).await;
     dns.a("pod-3.api.svc.test.", ttl, &[[10, 1, 0, 3]]).await;
-    let srv = |port, target: &str| RData::SRV(SRV::new(0, 10, port, name(target)));
-    dns.set(
+    dns.srv(
         "_http._tcp.api.svc.test.",
-        RecordType::SRV,
         ttl,
-        vec![
-            srv(8080, "pod-1.api.svc.test."),
-            srv(8080, "pod-2.api.svc.test."),
+        &[
+            (0, 10, 8080, "pod-1.api.svc.test."),
+            (0, 10, 8080, "pod-2.api.svc.test."),
         ],
     )
     .await;
@@ -250,18 +252,17 @@ async fn a_changed_srv_record_is_picked_up_after_its_ttl() {
         .build()
         .unwrap();
     assert_eq!(
-        reset_ids(&next(&mut source).await.unwrap()),
+        next_reset_ids(&mut source).await,
         ["10.1.0.1:8080", "10.1.0.2:8080"]
     );
     let answered = Instant::now();
 
-    dns.set(
+    dns.srv(
         "_http._tcp.api.svc.test.",
-        RecordType::SRV,
         ttl,
-        vec![
-            srv(8080, "pod-1.api.svc.test."),
-            srv(9090, "pod-3.api.svc.test."),
+        &[
+            (0, 10, 8080, "pod-1.api.svc.test."),
+            (0, 10, 9090, "pod-3.api.svc.test."),
         ],
     )
     .await;
@@ -286,10 +287,7 @@ async fn max_refresh_bounds_a_long_ttl() {
         .unwrap();
     next(&mut source).await.unwrap();
     dns.a("api.svc.test.", 3600, &[[10, 0, 0, 2]]).await;
-    assert_eq!(
-        reset_ids(&next(&mut source).await.unwrap()),
-        ["10.0.0.2:80"]
-    );
+    assert_eq!(next_reset_ids(&mut source).await, ["10.0.0.2:80"]);
 }
 
 #[tokio::test]
@@ -322,10 +320,7 @@ async fn after_a_failure_the_same_answer_is_announced_again() {
         .error_backoff(Backoff::constant(Duration::from_millis(200)).unwrap())
         .build()
         .unwrap();
-    assert_eq!(
-        reset_ids(&next(&mut source).await.unwrap()),
-        ["10.0.0.1:80"]
-    );
+    assert_eq!(next_reset_ids(&mut source).await, ["10.0.0.1:80"]);
 
     drop(dns);
     let e = next_error(&mut source).await;

@@ -344,6 +344,24 @@ impl Drop for ChildProcess {
     }
 }
 
+/// The next item, failing the test unless it comes within [`TTL`] + 1 s:
+/// how soon an expired lease must show.
+async fn within_ttl_plus_1s(source: &mut Etcd) -> Result<Change, Error> {
+    tokio::time::timeout(TTL + Duration::from_secs(1), next(source))
+        .await
+        .unwrap_or_else(|_| panic!("not removed within the {TTL:?} TTL + 1 s"))
+}
+
+/// Waits until `r` holds another lease than `old`, failing the test after
+/// [`WAIT`].
+async fn new_lease(r: &Registration, old: i64) {
+    let deadline = Instant::now() + WAIT;
+    while r.lease_id() == old {
+        assert!(Instant::now() < deadline, "still on lease {old}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn registrations_appear_and_a_killed_process_is_removed_within_ttl_plus_1s() {
     let one = ep("10.0.1.1:80").with_label("instance", "one");
@@ -400,9 +418,7 @@ async fn registrations_appear_and_a_killed_process_is_removed_within_ttl_plus_1s
     // keep-alives stop and etcd expires its lease.
     let died = Instant::now();
     child.kill();
-    let removed = tokio::time::timeout(TTL + Duration::from_secs(1), next(&mut source))
-        .await
-        .unwrap_or_else(|_| panic!("not removed within the {TTL:?} TTL + 1 s"));
+    let removed = within_ttl_plus_1s(&mut source).await;
     let detected = died.elapsed();
     assert_eq!(removed.unwrap(), Change::Remove(one.id.clone()));
     eprintln!("lease expiry removed the killed instance {detected:?} after it died (TTL {TTL:?})");
@@ -442,9 +458,7 @@ async fn dropping_a_registration_leaves_its_key_to_expire_with_the_lease() {
     let mut client = etcd.client().await.unwrap();
     let key = format!("{PREFIX}{}", me.id);
     assert_eq!(client.get(key.as_str(), None).await.unwrap().kvs().len(), 1);
-    let removed = tokio::time::timeout(TTL + Duration::from_secs(1), next(&mut source))
-        .await
-        .unwrap_or_else(|_| panic!("not removed within the {TTL:?} TTL + 1 s"));
+    let removed = within_ttl_plus_1s(&mut source).await;
     assert_eq!(removed.unwrap(), Change::Remove(me.id.clone()));
     assert!(client
         .get(key.as_str(), None)
@@ -477,11 +491,7 @@ async fn a_lost_lease_is_registered_again() {
         Change::Remove(me.id.clone())
     );
     assert_eq!(next(&mut source).await.unwrap(), Change::Insert(me.clone()));
-    let deadline = Instant::now() + WAIT;
-    while r.lease_id() == first && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_ne!(r.lease_id(), first);
+    new_lease(&r, first).await;
 }
 
 #[tokio::test]
@@ -514,11 +524,7 @@ async fn a_registration_cut_off_past_its_ttl_registers_again() {
         "the outage is reported: {seen:?}"
     );
     // The task records the new lease right after etcd confirms the put.
-    let deadline = Instant::now() + WAIT;
-    while r.lease_id() == first && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_ne!(r.lease_id(), first);
+    new_lease(&r, first).await;
     assert!(r.is_registered());
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use support::{ids, next, next_change, next_error, reset_ids, until};
+use support::{ids, next, next_change, next_error, next_reset_ids, reset_ids, until};
 use tokio::time::Instant;
 use watertight_core::Change;
 use watertight_discovery::{File, Guard, SourceExt};
@@ -63,7 +63,7 @@ async fn edits_are_reloaded() {
     write(&path, TWO);
     let mut source = File::new(&path).unwrap();
     assert_eq!(
-        reset_ids(&next(&mut source).await.unwrap()),
+        next_reset_ids(&mut source).await,
         ["10.0.0.1:80", "10.0.0.2:80"]
     );
 
@@ -88,10 +88,7 @@ async fn edits_are_reloaded() {
     let quiet = tokio::time::timeout(Duration::from_secs(1), source.next()).await;
     assert!(quiet.is_err(), "the same content was announced: {quiet:?}");
     write(&path, r#"[{"addr": "10.0.0.3:80"}]"#);
-    assert_eq!(
-        reset_ids(&next(&mut source).await.unwrap()),
-        ["10.0.0.3:80"]
-    );
+    assert_eq!(next_reset_ids(&mut source).await, ["10.0.0.3:80"]);
 }
 
 #[tokio::test]
@@ -149,7 +146,7 @@ async fn fixing_an_invalid_file_back_to_the_same_set_yields_a_reset() {
     // The same set again: consumers learn the source is healthy again.
     write(&path, TWO);
     assert_eq!(
-        reset_ids(&next(&mut source).await.unwrap()),
+        next_reset_ids(&mut source).await,
         ["10.0.0.1:80", "10.0.0.2:80"]
     );
 }
@@ -160,10 +157,7 @@ async fn an_invalid_toml_edit_names_line_and_field() {
     let path = dir.path().join("endpoints.toml");
     write(&path, "[[endpoints]]\naddr = \"10.0.0.1:80\"\n");
     let mut source = File::new(&path).unwrap();
-    assert_eq!(
-        reset_ids(&next(&mut source).await.unwrap()),
-        ["10.0.0.1:80"]
-    );
+    assert_eq!(next_reset_ids(&mut source).await, ["10.0.0.1:80"]);
 
     write(
         &path,
@@ -238,15 +232,9 @@ async fn a_lost_event_is_caught_by_the_rescan() {
         .debounce(Duration::ZERO)
         .build()
         .unwrap();
-    assert_eq!(
-        reset_ids(&next(&mut source).await.unwrap()),
-        ["10.0.0.1:80"]
-    );
+    assert_eq!(next_reset_ids(&mut source).await, ["10.0.0.1:80"]);
     write(&target, r#"[{"addr": "10.0.0.9:80"}]"#);
-    assert_eq!(
-        reset_ids(&next(&mut source).await.unwrap()),
-        ["10.0.0.9:80"]
-    );
+    assert_eq!(next_reset_ids(&mut source).await, ["10.0.0.9:80"]);
 }
 
 #[test]

@@ -61,6 +61,14 @@ pub fn reset_ids(change: &Change) -> Vec<String> {
     }
 }
 
+/// The sorted ids of the next item, which must be a `Reset`.
+pub async fn next_reset_ids<S>(s: &mut S) -> Vec<String>
+where
+    S: Stream<Item = Result<Change, Error>> + Unpin,
+{
+    reset_ids(&next(s).await.unwrap())
+}
+
 /// The sorted ids of a set of endpoints.
 pub fn ids(list: &[Endpoint]) -> Vec<String> {
     let mut ids: Vec<_> = list.iter().map(|e| e.id.to_string()).collect();
