@@ -3,10 +3,12 @@
 
 mod support;
 
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::future::join_all;
 use tokio::time::Instant;
+use tokio_test::task::Spawn;
 use tokio_test::{assert_pending, assert_ready_ok};
 use tower::{Layer, Service, ServiceExt};
 use watertight_chaos::error::Injected;
@@ -23,6 +25,11 @@ where
     let start = Instant::now();
     call(svc, req).await.unwrap();
     start.elapsed()
+}
+
+/// Polls a spawned service for readiness once.
+fn poll_ready<S: Service<Req> + Unpin>(svc: &mut Spawn<S>) -> Poll<Result<(), S::Error>> {
+    svc.enter(|cx, mut s| s.poll_ready(cx))
 }
 
 #[tokio::test(start_paused = true)]
@@ -200,18 +207,18 @@ async fn unavailable_makes_poll_ready_pending_for_the_duration() {
             Fault::Unavailable(Duration::from_secs(5)),
         ))
         .unwrap();
-    assert_pending!(svc.enter(|cx, mut s| s.poll_ready(cx)));
+    assert_pending!(poll_ready(&mut svc));
     assert_eq!(chaos.active_faults(), 1);
     tokio::time::advance(Duration::from_millis(4999)).await;
     assert!(!svc.is_woken());
-    assert_pending!(svc.enter(|cx, mut s| s.poll_ready(cx)));
+    assert_pending!(poll_ready(&mut svc));
     tokio::time::advance(Duration::from_millis(1)).await;
     assert!(svc.is_woken(), "woken at the end of the period");
-    assert_ready_ok!(svc.enter(|cx, mut s| s.poll_ready(cx)));
+    assert_ready_ok!(poll_ready(&mut svc));
     assert_eq!(chaos.active_faults(), 0);
     assert_eq!(svc.call(Req::get("/a")).await.unwrap(), 2);
     // The next call cycle rolls again.
-    assert_pending!(svc.enter(|cx, mut s| s.poll_ready(cx)));
+    assert_pending!(poll_ready(&mut svc));
 }
 
 #[tokio::test(start_paused = true)]
@@ -225,10 +232,10 @@ async fn unavailable_ends_early_when_the_experiment_stops() {
             Fault::Unavailable(Duration::from_secs(60)),
         ))
         .unwrap();
-    assert_pending!(svc.enter(|cx, mut s| s.poll_ready(cx)));
+    assert_pending!(poll_ready(&mut svc));
     chaos.stop("unavailable").unwrap();
     assert!(svc.is_woken());
-    assert_ready_ok!(svc.enter(|cx, mut s| s.poll_ready(cx)));
+    assert_ready_ok!(poll_ready(&mut svc));
 }
 
 #[tokio::test(start_paused = true)]
@@ -248,7 +255,7 @@ async fn unavailable_targets_the_instance_endpoint() {
             Target::all().zone("b"),
         ))
         .unwrap();
-    assert_ready_ok!(svc.enter(|cx, mut s| s.poll_ready(cx)));
+    assert_ready_ok!(poll_ready(&mut svc));
     chaos.halt_all();
     chaos
         .start(experiment(
@@ -260,7 +267,7 @@ async fn unavailable_targets_the_instance_endpoint() {
         ))
         .unwrap();
     svc.call(Req::get("/")).await.unwrap();
-    assert_pending!(svc.enter(|cx, mut s| s.poll_ready(cx)));
+    assert_pending!(poll_ready(&mut svc));
 }
 
 /// `n` calls; how many were aborted.
