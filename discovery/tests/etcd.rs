@@ -12,7 +12,7 @@ use watertight_core::{Backoff, Change, Endpoint};
 use watertight_discovery::error::InvalidEntry;
 use watertight_discovery::etcd::etcd_client::{self, Client, CompactionOptions, KeyValue};
 use watertight_discovery::etcd::{default_connect_options, PrefixEvent, PrefixWatch};
-use watertight_discovery::{Error, Etcd, Registration};
+use watertight_discovery::{Error, Etcd, Registration, RegistrationBuilder};
 use watertight_testkit::etcd::EtcdServer;
 
 const PREFIX: &str = "/services/api/";
@@ -344,6 +344,22 @@ impl Drop for ChildProcess {
     }
 }
 
+/// A registration of `me` under [`PREFIX`] with the lease TTL [`TTL`].
+fn registration(etcd: &EtcdServer, me: &Endpoint) -> RegistrationBuilder {
+    Registration::builder([etcd.endpoint()], PREFIX, me.clone()).ttl(TTL)
+}
+
+/// Registers with `builder` and waits until `source` inserts `me`.
+async fn register_seen(
+    builder: RegistrationBuilder,
+    source: &mut Etcd,
+    me: &Endpoint,
+) -> Registration {
+    let r = builder.register().await.unwrap();
+    assert_eq!(next(source).await.unwrap(), Change::Insert(me.clone()));
+    r
+}
+
 /// The next item, failing the test unless it comes within [`TTL`] + 1 s:
 /// how soon an expired lease must show.
 async fn within_ttl_plus_1s(source: &mut Etcd) -> Result<Change, Error> {
@@ -399,11 +415,7 @@ async fn registrations_appear_and_a_killed_process_is_removed_within_ttl_plus_1s
             .unwrap(),
     );
     let two = ep("10.0.1.2:80").with_label("instance", "two");
-    let r2 = Registration::builder([etcd.endpoint()], PREFIX, two.clone())
-        .ttl(TTL)
-        .register()
-        .await
-        .unwrap();
+    let r2 = registration(&etcd, &two).register().await.unwrap();
     assert_eq!(r2.key(), "/services/api/10.0.1.2:80");
     let seen = until(&mut source, |s| s.len() >= 2).await;
     let mut inserted: Vec<Change> = seen.into_iter().map(Result::unwrap).collect();
@@ -445,12 +457,7 @@ async fn dropping_a_registration_leaves_its_key_to_expire_with_the_lease() {
     let mut source = source(&etcd);
     next(&mut source).await.unwrap();
     let me = ep("10.0.1.3:80");
-    let r = Registration::builder([etcd.endpoint()], PREFIX, me.clone())
-        .ttl(TTL)
-        .register()
-        .await
-        .unwrap();
-    assert_eq!(next(&mut source).await.unwrap(), Change::Insert(me.clone()));
+    let r = register_seen(registration(&etcd, &me), &mut source, &me).await;
 
     // Dropped, not deregistered: the key is still there at first (no
     // revoke), and gone once the lease expires.
@@ -474,12 +481,7 @@ async fn a_lost_lease_is_registered_again() {
     let mut source = source(&etcd);
     next(&mut source).await.unwrap();
     let me = ep("10.0.2.1:80");
-    let r = Registration::builder([etcd.endpoint()], PREFIX, me.clone())
-        .ttl(TTL)
-        .register()
-        .await
-        .unwrap();
-    assert_eq!(next(&mut source).await.unwrap(), Change::Insert(me.clone()));
+    let r = register_seen(registration(&etcd, &me), &mut source, &me).await;
     let first = r.lease_id();
 
     // Someone revokes the lease: the key goes, the keep-alive notices and
@@ -501,13 +503,9 @@ async fn a_registration_cut_off_past_its_ttl_registers_again() {
     next(&mut source).await.unwrap();
     let me = ep("10.0.3.1:80");
     // The keep-alive task waits longer after a failure than the lease lives.
-    let r = Registration::builder([etcd.endpoint()], PREFIX, me.clone())
-        .ttl(TTL)
-        .retry_backoff(Backoff::constant(Duration::from_secs(6)).unwrap())
-        .register()
-        .await
-        .unwrap();
-    assert_eq!(next(&mut source).await.unwrap(), Change::Insert(me.clone()));
+    let builder =
+        registration(&etcd, &me).retry_backoff(Backoff::constant(Duration::from_secs(6)).unwrap());
+    let r = register_seen(builder, &mut source, &me).await;
     let first = r.lease_id();
 
     etcd.restart().await.unwrap();
