@@ -198,6 +198,26 @@ async fn srv_records_become_endpoints_with_their_priority_weight_and_port() {
 }
 
 #[tokio::test]
+async fn srv_priorities_beyond_255_are_capped() {
+    let dns = TestDns::start().await;
+    dns.a("pod-1.api.svc.test.", 30, &[[10, 1, 0, 1]]).await;
+    dns.srv(
+        "_http._tcp.api.svc.test.",
+        30,
+        &[(300, 5, 8080, "pod-1.api.svc.test.")],
+    )
+    .await;
+    let mut source = Dns::srv("_http._tcp.api.svc.test.")
+        .nameserver(dns.addr)
+        .build()
+        .unwrap();
+    let Change::Reset(list) = next(&mut source).await.unwrap() else {
+        panic!("expected a reset")
+    };
+    assert_eq!((list[0].priority, list[0].weight), (255, 5));
+}
+
+#[tokio::test]
 async fn a_changed_record_is_picked_up_after_its_ttl() {
     let ttl = 2;
     let dns = TestDns::start().await;
