@@ -148,6 +148,28 @@ async fn malformed_endpoint_json_is_skipped_with_an_error_naming_the_key() {
 }
 
 #[tokio::test]
+async fn an_id_held_by_two_keys_goes_only_with_the_last_of_them() {
+    let etcd = EtcdServer::start().await.unwrap();
+    let mut client = etcd.client().await.unwrap();
+    let mut source = source(&etcd);
+    assert_eq!(next(&mut source).await.unwrap(), Change::Reset(vec![]));
+    let a = ep("10.0.0.1:80");
+    let a5 = a.clone().with_weight(5);
+    let (k1, k2) = (format!("{PREFIX}one"), format!("{PREFIX}two"));
+    let json = |e: &Endpoint| serde_json::to_string(e).unwrap();
+    client.put(k1.as_str(), json(&a), None).await.unwrap();
+    assert_eq!(next(&mut source).await.unwrap(), Change::Insert(a.clone()));
+    client.put(k2.as_str(), json(&a5), None).await.unwrap();
+    assert_eq!(next(&mut source).await.unwrap(), Change::Insert(a5));
+
+    // The other key still holds the id: it is the endpoint again.
+    client.delete(k2.as_str(), None).await.unwrap();
+    assert_eq!(next(&mut source).await.unwrap(), Change::Insert(a.clone()));
+    client.delete(k1.as_str(), None).await.unwrap();
+    assert_eq!(next(&mut source).await.unwrap(), Change::Remove(a.id));
+}
+
+#[tokio::test]
 async fn killing_etcd_keeps_the_set_and_the_watch_resumes_after_restart() {
     let mut etcd = EtcdServer::start().await.unwrap();
     let mut client = etcd.client().await.unwrap();
