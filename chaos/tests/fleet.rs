@@ -206,11 +206,24 @@ async fn the_cli_lists_stops_and_halts_a_fleet() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_watch_resumes_after_etcd_restarts() {
+async fn the_watch_resumes_after_etcd_restarts_and_leaves_halted_experiments_halted() {
     let mut etcd = EtcdServer::start().await.unwrap();
     let in_a = instance("in-a", "a");
     let wa = watch(&etcd, &in_a);
     until("the watch is established", || wa.is_connected()).await;
+    // An experiment this instance stops locally while its key stays.
+    let mut fleet = FleetClient::connect([etcd.endpoint()], "api")
+        .await
+        .unwrap();
+    fleet
+        .start(&always("halted-here", 60, Fault::Abort(Abort::Error)))
+        .await
+        .unwrap();
+    until("the watch applies it", || {
+        in_a.experiment("halted-here").is_some()
+    })
+    .await;
+    in_a.stop("halted-here").unwrap();
 
     etcd.kill();
     until("the watch notices", || !wa.is_connected()).await;
@@ -228,6 +241,10 @@ async fn the_watch_resumes_after_etcd_restarts() {
         in_a.experiment("after-restart").is_some()
     })
     .await;
+    assert!(
+        in_a.experiment("halted-here").is_none(),
+        "a reconnection does not restart what was halted"
+    );
     assert!(is_aborted(&in_a).await);
 }
 
