@@ -319,6 +319,52 @@ async fn header_faults_cap_delays_and_honour_percentages() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn header_faults_abort_with_grpc_statuses_throttle_and_honour_delay_percentages() {
+    let chaos = ChaosController::builder()
+        .seed(9)
+        .header_faults(HeaderFaults::new())
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut svc = chaos.http_layer().layer(bytes_service(1000, calls.clone()));
+    let req = Request::post("/pkg.Svc/Method")
+        .header(headers::ABORT_GRPC, "14")
+        .body(Body::default())
+        .unwrap();
+    let res = send(&mut svc, req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["grpc-status"], "14");
+    assert_eq!(calls.load(Ordering::Relaxed), 0);
+
+    let req = Request::get("/")
+        .header(headers::THROTTLE_BPS, "500")
+        .body(Body::default())
+        .unwrap();
+    let start = Instant::now();
+    let res = send(&mut svc, req).await.unwrap();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(bytes.len(), 1000);
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(2),
+        "1,000 bytes at 500 B/s"
+    );
+
+    let delayed = |percent: &'static str| {
+        Request::get("/")
+            .header(headers::DELAY_MS, "100")
+            .header(headers::DELAY_PERCENT, percent)
+            .body(Body::default())
+            .unwrap()
+    };
+    let start = Instant::now();
+    send(&mut svc, delayed("0")).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO, "0% is never delayed");
+    send(&mut svc, delayed("100")).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+}
+
+#[tokio::test(start_paused = true)]
 async fn header_faults_count_against_max_active_faults() {
     let chaos = ChaosController::builder()
         .seed(9)
