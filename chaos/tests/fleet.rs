@@ -51,6 +51,17 @@ async fn is_aborted(chaos: &ChaosController) -> bool {
     is_hit(chaos, Req::get("/")).await
 }
 
+/// Writes an experiment `name` aborting every request to the fleet of
+/// service `api`, through a client of its own.
+async fn start_in_fleet(etcd: &EtcdServer, name: &str) {
+    FleetClient::connect([etcd.endpoint()], "api")
+        .await
+        .unwrap()
+        .start(&always(name, 60, Fault::Abort(Abort::Error)))
+        .await
+        .unwrap();
+}
+
 /// Runs the tool on the fleet of service `api`.
 async fn fleet_cli(etcd: &EtcdServer, args: &[&str]) -> Output {
     let endpoint = etcd.endpoint();
@@ -212,13 +223,7 @@ async fn the_watch_resumes_after_etcd_restarts_and_leaves_halted_experiments_hal
     let wa = watch(&etcd, &in_a);
     until("the watch is established", || wa.is_connected()).await;
     // An experiment this instance stops locally while its key stays.
-    let mut fleet = FleetClient::connect([etcd.endpoint()], "api")
-        .await
-        .unwrap();
-    fleet
-        .start(&always("halted-here", 60, Fault::Abort(Abort::Error)))
-        .await
-        .unwrap();
+    start_in_fleet(&etcd, "halted-here").await;
     until("the watch applies it", || {
         in_a.experiment("halted-here").is_some()
     })
@@ -230,13 +235,7 @@ async fn the_watch_resumes_after_etcd_restarts_and_leaves_halted_experiments_hal
     etcd.restart().await.unwrap();
     until("the watch is back", || wa.is_connected()).await;
 
-    let mut fleet = FleetClient::connect([etcd.endpoint()], "api")
-        .await
-        .unwrap();
-    fleet
-        .start(&always("after-restart", 60, Fault::Abort(Abort::Error)))
-        .await
-        .unwrap();
+    start_in_fleet(&etcd, "after-restart").await;
     until("the resumed watch applies it", || {
         in_a.experiment("after-restart").is_some()
     })
