@@ -38,7 +38,8 @@ use watertight_core::ResponseClass;
 
 use crate::config::{Config, Mode, Window};
 use crate::error::Open;
-use crate::event::{Cause, Event, Listener, Policy, Rejected, Transition, Tripped};
+use crate::event::{Cause, Event, Listener, Policy, Rejected, Transition, TripRefused, Tripped};
+use crate::group::BreakerGroup;
 use crate::handle::Snapshot;
 use crate::probe::{Permit, ProbeGate};
 use crate::state::{generation_of, is_recording, pack, state_of, State};
@@ -69,6 +70,9 @@ enum Outcomes {
 struct Control {
     backoff: Sequence,
     trips: u64,
+    /// Whether this breaker holds one of its group's open slots (it is
+    /// `Open` or `HalfOpen` after a trip).
+    holds_slot: bool,
 }
 
 struct Metrics {
@@ -79,6 +83,7 @@ struct Metrics {
     slow_failure: Counter,
     ignored: Counter,
     rejected: Counter,
+    trips_refused: Counter,
     labels: Vec<Label>,
 }
 
@@ -102,6 +107,10 @@ impl Metrics {
             ignored: calls("ignored"),
             rejected: metrics::counter!(
                 "watertight_circuit_breaker_rejected_total",
+                labels.clone()
+            ),
+            trips_refused: metrics::counter!(
+                "watertight_circuit_breaker_trips_refused_total",
                 labels.clone()
             ),
             labels,
@@ -149,6 +158,18 @@ pub(crate) struct Breaker {
     pub(crate) name: Arc<str>,
     pub(crate) key: Option<Arc<str>>,
     listener: Option<Listener>,
+    group: Option<BreakerGroup>,
+}
+
+impl Drop for Breaker {
+    fn drop(&mut self) {
+        if let Some(g) = &self.group {
+            if self.control.get_mut().holds_slot {
+                g.closed();
+            }
+            g.leave();
+        }
+    }
 }
 
 impl fmt::Debug for Breaker {
@@ -166,8 +187,13 @@ fn nanos(d: Duration) -> u64 {
 }
 
 impl Breaker {
-    /// A closed breaker from a validated `config`.
-    pub(crate) fn new(config: &Config, listener: Option<Listener>, key: Option<Arc<str>>) -> Self {
+    /// A closed breaker from a validated `config`, a member of `group`.
+    pub(crate) fn new(
+        config: &Config,
+        listener: Option<Listener>,
+        key: Option<Arc<str>>,
+        group: Option<BreakerGroup>,
+    ) -> Self {
         let now = Instant::now();
         let outcomes = if !config.uses_window() {
             Outcomes::None
@@ -190,6 +216,9 @@ impl Breaker {
         let name: Arc<str> = Arc::from(config.name.as_str());
         let metrics = Metrics::new(&name, key.as_deref());
         metrics.state.set(f64::from(State::Closed.code()));
+        if let Some(g) = &group {
+            g.join();
+        }
         Breaker {
             word: AtomicU64::new(pack(State::Closed, 0)),
             consecutive: AtomicU32::new(0),
@@ -209,7 +238,11 @@ impl Breaker {
             epoch: now,
             open_until: AtomicU64::new(0),
             half_open_until: AtomicU64::new(u64::MAX),
-            control: Mutex::new(Control { backoff, trips: 0 }),
+            control: Mutex::new(Control {
+                backoff,
+                trips: 0,
+                holds_slot: false,
+            }),
             waiters: Mutex::new(Vec::new()),
             rejected: AtomicU64::new(0),
             late: AtomicU64::new(0),
@@ -218,6 +251,7 @@ impl Breaker {
             name,
             key,
             listener,
+            group,
         }
     }
 
@@ -433,15 +467,32 @@ impl Breaker {
         self.transition(Some(word), State::Open, Cause::Tripped(tripped), now);
     }
 
-    /// Records the result of a probe holding a permit of `generation`.
-    pub(crate) fn complete_probe(&self, generation: u64, class: ResponseClass) {
-        let counter = match class {
-            ResponseClass::Success => &self.metrics.success,
-            ResponseClass::Failure { .. } => &self.metrics.failure,
-            ResponseClass::Ignored => &self.metrics.ignored,
+    /// Records the result of a probe holding a permit of `generation`,
+    /// started at `start` (see [`Breaker::start`]). With the slow-call
+    /// policy on, a probe slower than `slow_call_duration` fails the probe
+    /// period even when it succeeded: one probe is the whole half-open
+    /// sample, and resilience4j reopens a half-open breaker whose permitted
+    /// calls reach the slow-call rate threshold.
+    pub(crate) fn complete_probe(&self, generation: u64, class: ResponseClass, start: u64) {
+        let slow = match self.slow {
+            Some((limit, _)) if !matches!(class, ResponseClass::Ignored) => {
+                self.since_epoch(Instant::now()).saturating_sub(start) > nanos(limit)
+            }
+            _ => false,
+        };
+        let counter = match (class, slow) {
+            (ResponseClass::Success, false) => &self.metrics.success,
+            (ResponseClass::Success, true) => &self.metrics.slow_success,
+            (ResponseClass::Failure { .. }, false) => &self.metrics.failure,
+            (ResponseClass::Failure { .. }, true) => &self.metrics.slow_failure,
+            (ResponseClass::Ignored, _) => &self.metrics.ignored,
         };
         counter.increment(1);
         let word = pack(State::HalfOpen, generation);
+        let class = match class {
+            ResponseClass::Success if slow => ResponseClass::FATAL,
+            c => c,
+        };
         match class {
             ResponseClass::Success => match self.gate.release(generation, true) {
                 Some(n) if n >= self.success_threshold => {
@@ -532,6 +583,20 @@ impl Breaker {
             if expected.is_none() && from == to && cause != Cause::Reset {
                 return false;
             }
+            if let Some(g) = &self.group {
+                let holds = matches!(to, State::Open | State::HalfOpen);
+                if holds && !ctl.holds_slot {
+                    if !g.try_open() {
+                        drop(ctl);
+                        self.trip_refused(cause, g);
+                        return false;
+                    }
+                    ctl.holds_slot = true;
+                } else if !holds && ctl.holds_slot {
+                    g.closed();
+                    ctl.holds_slot = false;
+                }
+            }
             let generation = generation_of(cur) + 1;
             let window = self.window_snapshot(now);
             let mut open_for = None;
@@ -604,6 +669,28 @@ impl Breaker {
             l(&Event::Transition(event));
         }
         true
+    }
+
+    /// A trip its group had no room for: the breaker stays closed.
+    #[cold]
+    fn trip_refused(&self, cause: Cause, group: &BreakerGroup) {
+        self.metrics.trips_refused.increment(1);
+        let open = group.open();
+        let members = group.members();
+        tracing::debug!(
+            target: TARGET, name = %self.name, key = ?self.key, %cause, open, members,
+            max_open_percent = group.max_open_percent(),
+            "circuit breaker trip refused: its group is at its open cap"
+        );
+        if let Some(l) = &self.listener {
+            l(&Event::TripRefused(TripRefused {
+                name: self.name.clone(),
+                key: self.key.clone(),
+                cause,
+                open,
+                members,
+            }));
+        }
     }
 
     pub(crate) fn snapshot(&self) -> Snapshot {

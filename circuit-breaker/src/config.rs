@@ -8,6 +8,7 @@ use watertight_core::{Backoff, ErrorsAsFailures};
 
 use crate::error::ConfigError;
 use crate::event::{Event, Listener};
+use crate::group::BreakerGroup;
 use crate::keyed::KeyedBuilder;
 use crate::layer::CircuitBreakerLayer;
 
@@ -283,6 +284,7 @@ impl Config {
 /// Setters never fail; [`build`](Builder::build) validates and names the
 /// first field at fault.
 pub struct Builder<C = ErrorsAsFailures> {
+    group: Option<BreakerGroup>,
     config: Config,
     classify: C,
     listener: Option<Listener>,
@@ -295,6 +297,7 @@ impl<C: fmt::Debug> fmt::Debug for Builder<C> {
             .field("config", &self.config)
             .field("classify", &self.classify)
             .field("on_event", &self.listener.is_some())
+            .field("group", &self.group)
             .finish()
     }
 }
@@ -310,6 +313,7 @@ impl Builder {
     /// [`ErrorsAsFailures`].
     pub fn new() -> Self {
         Builder {
+            group: None,
             config: Config::default(),
             classify: ErrorsAsFailures,
             listener: None,
@@ -458,7 +462,18 @@ impl<C> Builder<C> {
             classify,
             listener: self.listener,
             error: self.error,
+            group: self.group,
         }
+    }
+
+    /// Makes every breaker the layer builds a member of `group`, which
+    /// caps how many of its members may be open at once (see
+    /// [`BreakerGroup`]): for per-endpoint breakers under a balancer, so a
+    /// failure of every endpoint at once does not open every breaker. Not
+    /// for [keyed](Self::keyed) breakers.
+    pub fn group(mut self, group: BreakerGroup) -> Self {
+        self.group = Some(group);
+        self
     }
 
     /// Calls `listener` with every [`Event`]; see [`event`](crate::event).
@@ -478,8 +493,8 @@ impl<C> Builder<C> {
     /// those of [`Config::validate`], plus a zero
     /// [`open_duration`](Self::open_duration).
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
-        let (config, classify, listener) = self.into_parts()?;
-        Ok(CircuitBreakerLayer::from_parts(config, classify, listener))
+        let (config, classify, listener, group) = self.into_parts()?;
+        Ok(CircuitBreakerLayer::from_parts(config, classify, listener).with_group(group))
     }
 
     /// One breaker per key instead of one for all calls: continues with a
@@ -511,12 +526,14 @@ impl<C> Builder<C> {
     }
 
     /// Validates and splits the builder.
-    pub(crate) fn into_parts(self) -> Result<(Config, C, Option<Listener>), ConfigError> {
+    pub(crate) fn into_parts(
+        self,
+    ) -> Result<(Config, C, Option<Listener>, Option<BreakerGroup>), ConfigError> {
         if let Some(e) = self.error {
             return Err(e);
         }
         self.config.validate()?;
-        Ok((self.config, self.classify, self.listener))
+        Ok((self.config, self.classify, self.listener, self.group))
     }
 }
 

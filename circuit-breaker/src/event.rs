@@ -21,6 +21,10 @@ pub enum Event {
     Transition(Transition),
     /// The breaker rejected a call.
     Rejected(Rejected),
+    /// A trip policy fired but the breaker's
+    /// [`BreakerGroup`](crate::BreakerGroup) had as many members open as it
+    /// allows: the breaker stays closed.
+    TripRefused(TripRefused),
 }
 
 /// A state change. Every state change is one.
@@ -72,7 +76,8 @@ pub enum Cause {
     OpenElapsed,
     /// HalfOpen → Closed: `success_threshold` probes succeeded.
     ProbesSucceeded,
-    /// HalfOpen → Open: a probe failed.
+    /// HalfOpen → Open: a probe failed, or (with the slow-call policy on)
+    /// took longer than `slow_call_duration`.
     ProbeFailed,
     /// HalfOpen → Open: `max_half_open_duration` passed with every probe
     /// permit taken.
@@ -96,6 +101,23 @@ impl fmt::Display for Cause {
             Cause::Reset => f.write_str("reset"),
         }
     }
+}
+
+/// A trip its group refused.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct TripRefused {
+    /// The breaker's name.
+    pub name: Arc<str>,
+    /// The key, for a breaker of a
+    /// [`KeyedCircuitBreaker`](crate::KeyedCircuitBreaker).
+    pub key: Option<Arc<str>>,
+    /// The trip that was refused.
+    pub cause: Cause,
+    /// Members of the group open at the time.
+    pub open: u32,
+    /// Members of the group.
+    pub members: u32,
 }
 
 /// A trip policy.

@@ -46,10 +46,11 @@ impl Recorder {
 
     pub(crate) fn probe(breaker: Arc<Breaker>, permit: Permit) -> Self {
         let word = pack(State::HalfOpen, permit.into_generation());
+        let start = breaker.start();
         Recorder {
             breaker,
             word,
-            start: 0,
+            start,
         }
     }
 
@@ -63,7 +64,8 @@ impl Recorder {
             return;
         }
         if state_of(word) == State::HalfOpen {
-            self.breaker.complete_probe(generation_of(word), class);
+            self.breaker
+                .complete_probe(generation_of(word), class, self.start);
         } else {
             self.breaker.complete(word, class, self.start);
         }

@@ -99,10 +99,17 @@ impl<F, K, C> KeyedBuilder<F, K, C> {
     /// # Errors
     ///
     /// A [`ConfigError`] naming the first invalid field: those of
-    /// [`Builder::build`], then `mode` if it is
-    /// [`Mode::Backpressure`], `max_keys` if zero, `idle_timeout` if zero.
+    /// [`Builder::build`], then `group` if one was given (keyed breakers
+    /// join none), `mode` if it is [`Mode::Backpressure`], `max_keys` if
+    /// zero, `idle_timeout` if zero.
     pub fn build(self) -> Result<KeyedCircuitBreakerLayer<F, K, C>, ConfigError> {
-        let (config, classify, listener) = self.builder.into_parts()?;
+        let (config, classify, listener, group) = self.builder.into_parts()?;
+        if group.is_some() {
+            return Err(ConfigError::new(
+                "group",
+                "is for the breakers of a `CircuitBreakerLayer`, not keyed ones",
+            ));
+        }
         if config.mode == Mode::Backpressure {
             return Err(ConfigError::new(
                 "mode",
@@ -489,6 +496,7 @@ impl<K: Key> Keys<K> {
             &self.config,
             self.listener.clone(),
             Some(label),
+            None,
         ));
         map.insert(
             key,

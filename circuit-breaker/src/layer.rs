@@ -8,6 +8,7 @@ use crate::breaker::Breaker;
 use crate::config::{Builder, Config};
 use crate::error::ConfigError;
 use crate::event::Listener;
+use crate::group::BreakerGroup;
 use crate::handle::CircuitBreakerHandle;
 use crate::service::CircuitBreaker;
 
@@ -24,6 +25,7 @@ pub struct CircuitBreakerLayer<C = ErrorsAsFailures> {
     classify: C,
     listener: Option<Listener>,
     shared: Option<Arc<Breaker>>,
+    group: Option<BreakerGroup>,
 }
 
 impl<C: Clone> Clone for CircuitBreakerLayer<C> {
@@ -33,6 +35,7 @@ impl<C: Clone> Clone for CircuitBreakerLayer<C> {
             classify: self.classify.clone(),
             listener: self.listener.clone(),
             shared: self.shared.clone(),
+            group: self.group.clone(),
         }
     }
 }
@@ -44,6 +47,7 @@ impl<C: fmt::Debug> fmt::Debug for CircuitBreakerLayer<C> {
             .field("classify", &self.classify)
             .field("on_event", &self.listener.is_some())
             .field("shared", &self.shared.is_some())
+            .field("group", &self.group)
             .finish()
     }
 }
@@ -83,7 +87,18 @@ impl<C> CircuitBreakerLayer<C> {
             classify,
             listener,
             shared: None,
+            group: None,
         }
+    }
+
+    pub(crate) fn with_group(mut self, group: Option<BreakerGroup>) -> Self {
+        self.group = group;
+        self
+    }
+
+    /// The group its breakers join, if any.
+    pub fn group(&self) -> Option<&BreakerGroup> {
+        self.group.as_ref()
     }
 
     /// The configuration.
@@ -104,12 +119,18 @@ impl<C> CircuitBreakerLayer<C> {
             classify: self.classify.clone(),
             listener: self.listener.clone(),
             shared: Some(breaker),
+            group: self.group.clone(),
         };
         (layer, handle)
     }
 
     pub(crate) fn new_breaker(&self, key: Option<Arc<str>>) -> Arc<Breaker> {
-        Arc::new(Breaker::new(&self.config, self.listener.clone(), key))
+        Arc::new(Breaker::new(
+            &self.config,
+            self.listener.clone(),
+            key,
+            self.group.clone(),
+        ))
     }
 }
 

@@ -28,8 +28,9 @@
 //!   (5 s to 300 s with equal jitter by default) and starts over on close.
 //! - `HalfOpen`: at most `permitted_probes` calls go at once, as probes.
 //!   `success_threshold` probe successes move it to `Closed` (with an empty
-//!   window); any probe failure moves it back to `Open` for the next, longer,
-//!   open duration. If every permit stays taken and no probe comes back for
+//!   window); any probe failure, or with the slow-call policy on any probe
+//!   slower than `slow_call_duration`, moves it back to `Open` for the next,
+//!   longer, open duration. If every permit stays taken and no probe comes back for
 //!   `max_half_open_duration`, it reopens too. A probe whose response future
 //!   is dropped (cancelled) gives its permit back and counts nothing.
 //! - By hand, through the [`CircuitBreakerHandle`]: `ForcedOpen` rejects
@@ -58,16 +59,25 @@
 //! Keep `FailFast` for a breaker in front of the balancer, where the error
 //! is the answer.
 //!
+//! **And put the per-endpoint breakers in a [`BreakerGroup`].** Each
+//! breaker judges its own endpoint alone: when every endpoint fails at
+//! once (a brownout, a slowdown of the whole cluster), every breaker trips
+//! and no endpoint is left to serve the requests that would have
+//! succeeded. A group caps the share of its members open at once, as
+//! Envoy's `max_ejection_percent` caps outlier ejections; see [`group`].
+//!
 //! # Observability
 //!
-//! - `tracing`: an `INFO` event per transition, target
-//!   `watertight_circuit_breaker`.
+//! - `tracing`: an `INFO` event per transition, a `DEBUG` one per trip a
+//!   group refused, target `watertight_circuit_breaker`.
 //! - `metrics`, label `name` (and `key` for keyed breakers):
 //!   `watertight_circuit_breaker_state` (gauge, set at construction; see
 //!   [`State::code`]), `watertight_circuit_breaker_calls_total` (label
 //!   `outcome`: `success`, `failure`, `slow_success`, `slow_failure`,
 //!   `ignored`), `watertight_circuit_breaker_rejected_total`,
-//!   `watertight_circuit_breaker_transitions_total` (labels `from`, `to`);
+//!   `watertight_circuit_breaker_transitions_total` (labels `from`, `to`),
+//!   `watertight_circuit_breaker_trips_refused_total` (trips a
+//!   [`BreakerGroup`] refused);
 //!   keyed breakers add `watertight_circuit_breaker_keys` (gauge),
 //!   `watertight_circuit_breaker_keys_evicted_total` and
 //!   `watertight_circuit_breaker_keys_refused_total`.
@@ -138,6 +148,7 @@ mod config;
 pub mod error;
 pub mod event;
 pub mod future;
+pub mod group;
 mod handle;
 pub mod keyed;
 mod layer;
@@ -152,6 +163,7 @@ mod sync;
 
 pub use config::{Builder, Config, Mode, Window};
 pub use event::Event;
+pub use group::BreakerGroup;
 pub use handle::{CircuitBreakerHandle, Snapshot};
 pub use keyed::{KeyedBuilder, KeyedCircuitBreaker, KeyedCircuitBreakerLayer, KeyedHandle};
 pub use layer::CircuitBreakerLayer;

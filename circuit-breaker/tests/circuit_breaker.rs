@@ -10,7 +10,7 @@ use tokio_test::{assert_pending, assert_ready_ok};
 use tower::Layer;
 use tower_test::mock::{self, Spawn};
 use watertight_circuit_breaker::event::{Cause, Event, Policy};
-use watertight_circuit_breaker::{Backoff, CircuitBreakerLayer, Mode, State};
+use watertight_circuit_breaker::{Backoff, BreakerGroup, CircuitBreakerLayer, Mode, State};
 use watertight_core::classify::classify_fn;
 use watertight_core::ResponseClass;
 
@@ -446,6 +446,57 @@ async fn a_failed_probe_reopens_the_breaker() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_slow_probe_reopens_the_breaker_when_slow_calls_trip_it() {
+    let events = Events::default();
+    let (mut svc, mut h) = spawn(
+        builder()
+            .slow_call_duration(secs(1))
+            .slow_call_rate_threshold(0.5)
+            .count_window(2)
+            .minimum_calls(2)
+            .on_event(events.listener()),
+    );
+    for _ in 0..2 {
+        let c = start(&mut svc, &mut h);
+        advance(secs(2)).await;
+        c.answer(Reply::Ok).unwrap();
+    }
+    assert_eq!(state(&svc), State::Open);
+    advance(secs(5)).await;
+
+    // The probe succeeds, but as slowly as the calls that tripped it.
+    let probe = start(&mut svc, &mut h);
+    assert_eq!(state(&svc), State::HalfOpen);
+    advance(secs(2)).await;
+    probe.answer(Reply::Ok).unwrap();
+    assert_eq!(state(&svc), State::Open);
+    assert_eq!(
+        events.transitions().last().unwrap().cause,
+        Cause::ProbeFailed
+    );
+    assert_eq!(snapshot(&svc).trips, 2);
+
+    // A fast probe closes it.
+    advance(secs(10)).await;
+    let probe = start(&mut svc, &mut h);
+    assert_eq!(state(&svc), State::HalfOpen);
+    advance(secs(1)).await;
+    probe.answer(Reply::Ok).unwrap();
+    assert_eq!(state(&svc), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_probe_closes_the_breaker_when_the_slow_call_policy_is_off() {
+    let (mut svc, mut h) = spawn(tripping());
+    calls(&mut svc, &mut h, 1, Reply::Err);
+    advance(secs(5)).await;
+    let probe = start(&mut svc, &mut h);
+    advance(secs(60)).await;
+    probe.answer(Reply::Ok).unwrap();
+    assert_eq!(state(&svc), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_dropped_probe_frees_its_permit_and_counts_nothing() {
     let (mut svc, mut h) = spawn(tripping());
     calls(&mut svc, &mut h, 1, Reply::Err);
@@ -807,6 +858,132 @@ async fn every_transition_and_rejection_is_an_event() {
         })
         .collect();
     assert_eq!(rejected, [(State::Open, secs(5), "test".to_owned())]);
+}
+
+// ---- groups --------------------------------------------------------------
+
+/// `n` breakers of one layer (each service its own breaker), in `group`.
+fn members(builder: watertight_circuit_breaker::Builder, n: usize) -> Vec<(Svc, MockHandle)> {
+    let layer = builder.build().expect("valid configuration");
+    (0..n).map(|_| mock::spawn_layer(layer.clone())).collect()
+}
+
+fn open_members(members: &[(Svc, MockHandle)]) -> usize {
+    members
+        .iter()
+        .filter(|(s, _)| state(s) == State::Open)
+        .count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_group_refuses_trips_beyond_its_open_share() {
+    let group = BreakerGroup::new(34.0).unwrap();
+    let events = Events::default();
+    let mut m = members(
+        tripping().group(group.clone()).on_event(events.listener()),
+        6,
+    );
+    assert_eq!(group.members(), 6);
+    for (svc, h) in &mut m {
+        calls(svc, h, 1, Reply::Err);
+    }
+    // 2 of 6 is 33%; a third would be 50%.
+    assert_eq!(open_members(&m), 2);
+    assert_eq!((group.open(), group.refused()), (2, 4));
+    let refused: Vec<_> = events
+        .all()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::TripRefused(r) => Some((r.open, r.members)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, [(2, 6); 4]);
+    // A refused breaker stays closed and keeps serving.
+    let (svc, h) = &mut m[5];
+    assert_eq!(state(svc), State::Closed);
+    call(svc, h, Reply::Ok).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_that_closes_makes_room_for_another_to_trip() {
+    let group = BreakerGroup::new(34.0).unwrap();
+    let mut m = members(tripping().group(group.clone()), 6);
+    for (svc, h) in &mut m {
+        calls(svc, h, 1, Reply::Err);
+    }
+    assert_eq!(open_members(&m), 2);
+    // Half-open still holds its slot.
+    advance(secs(5)).await;
+    let probe = {
+        let (svc, h) = &mut m[0];
+        start(svc, h)
+    };
+    assert_eq!(state(&m[0].0), State::HalfOpen);
+    let (svc, h) = &mut m[2];
+    calls(svc, h, 1, Reply::Err);
+    assert_eq!(state(svc), State::Closed);
+    // Its probe succeeds: closed, and the slot is free.
+    probe.answer(Reply::Ok).unwrap();
+    assert_eq!(state(&m[0].0), State::Closed);
+    assert_eq!(group.open(), 1);
+    let (svc, h) = &mut m[2];
+    calls(svc, h, 1, Reply::Err);
+    assert_eq!(state(svc), State::Open);
+    assert_eq!(group.open(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_member_may_always_open() {
+    let group = BreakerGroup::new(0.0).unwrap();
+    let mut m = members(tripping().group(group.clone()), 9);
+    for (svc, h) in &mut m {
+        calls(svc, h, 1, Reply::Err);
+    }
+    assert_eq!(open_members(&m), 1);
+    assert_eq!(group.refused(), 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_member_leaves_its_group_and_its_slot() {
+    let group = BreakerGroup::new(50.0).unwrap();
+    let mut m = members(tripping().group(group.clone()), 4);
+    for (svc, h) in m.iter_mut().take(2) {
+        calls(svc, h, 1, Reply::Err);
+    }
+    assert_eq!((group.members(), group.open()), (4, 2));
+    drop(m.remove(0));
+    assert_eq!((group.members(), group.open()), (3, 1));
+    // One of three open: a second would be 67%.
+    let (svc, h) = &mut m[1];
+    calls(svc, h, 1, Reply::Err);
+    assert_eq!(state(svc), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn forced_open_by_hand_is_not_limited_by_the_group() {
+    let group = BreakerGroup::new(0.0).unwrap();
+    let mut m = members(tripping().group(group.clone()), 3);
+    let (svc, h) = &mut m[0];
+    calls(svc, h, 1, Reply::Err);
+    handle(&m[1].0).force_open();
+    handle(&m[2].0).force_open();
+    assert!(m[1..].iter().all(|(s, _)| state(s) == State::ForcedOpen));
+    assert_eq!(group.open(), 1);
+}
+
+#[test]
+fn invalid_group_input_is_a_typed_error_naming_the_field() {
+    for percent in [-1.0, 100.5, f64::NAN] {
+        let e = BreakerGroup::new(percent).unwrap_err();
+        assert_eq!(e.field(), "max_open_percent", "{percent}");
+    }
+    let keyed = CircuitBreakerLayer::builder()
+        .group(BreakerGroup::new(50.0).unwrap())
+        .keyed(|r: &&str| r.len())
+        .build()
+        .unwrap_err();
+    assert_eq!(keyed.field(), "group");
 }
 
 #[tokio::test(start_paused = true)]
