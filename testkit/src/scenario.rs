@@ -110,11 +110,16 @@ impl Topology {
                 out.push(
                     Endpoint::new(addr)
                         .with_id(format!("{zone}-{n}"))
-                        .with_locality(Locality::new("sim", zone.clone())),
+                        .with_locality(self.locality(zone)),
                 );
             }
         }
         out
+    }
+
+    /// The locality of `zone`: region `sim`.
+    pub fn locality(&self, zone: &str) -> Locality {
+        Locality::new("sim", zone)
     }
 
     /// The clients' own cluster: one client per zone.
@@ -128,7 +133,7 @@ impl Topology {
                     .expect("valid address");
                 Endpoint::new(addr)
                     .with_id(format!("client-{zone}"))
-                    .with_locality(Locality::new("sim", zone.clone()))
+                    .with_locality(self.locality(zone))
             })
             .collect()
     }
@@ -314,6 +319,9 @@ impl Scenario {
 pub struct ClientContext {
     /// The client's zone.
     pub zone: String,
+    /// Where the client runs (its region and zone), as its entry in
+    /// `local_cluster` says.
+    pub locality: Locality,
     /// Every backend, in [`Topology::endpoints`] order.
     pub backends: Vec<SimBackend>,
     /// The clients' own cluster (for zone-aware routing).
@@ -351,6 +359,31 @@ pub trait Stack {
 ///
 /// Deterministic: the same arguments give the same report.
 pub fn run<S: Stack>(scenario: &Scenario, topology: &Topology, stack: &S, seed: u64) -> Report {
+    simulate(
+        topology,
+        &scenario.scripts(topology),
+        &scenario.rate(topology),
+        scenario.duration(),
+        stack,
+        seed,
+    )
+}
+
+/// Runs any trouble on `topology` against `stack`: `scripts` are the
+/// backends' faults in [`Topology::endpoints`] order (missing ones are
+/// healthy), `rate` the total offered load, shared evenly by the clients,
+/// for `duration`. [`run`] is this with a [`Scenario`]'s scripts and load;
+/// property tests use it with generated fault schedules.
+///
+/// Deterministic: the same arguments give the same report.
+pub fn simulate<S: Stack>(
+    topology: &Topology,
+    scripts: &[Script],
+    rate: &RateProfile,
+    duration: Duration,
+    stack: &S,
+    seed: u64,
+) -> Report {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -358,26 +391,25 @@ pub fn run<S: Stack>(scenario: &Scenario, topology: &Topology, stack: &S, seed: 
         .expect("a current-thread runtime");
     rt.block_on(async {
         let epoch = Instant::now();
-        let scripts = scenario.scripts(topology);
         let backends: Vec<SimBackend> = topology
             .endpoints()
             .into_iter()
-            .zip(scripts)
             .enumerate()
-            .map(|(i, (endpoint, script))| {
+            .map(|(i, endpoint)| {
                 let mut cfg = BackendConfig::new(endpoint);
                 cfg.latency = topology.latency;
                 cfg.capacity = topology.capacity;
-                cfg.script = script;
+                cfg.script = scripts.get(i).cloned().unwrap_or_default();
                 cfg.seed = seed.wrapping_mul(31).wrapping_add(i as u64 + 1);
                 SimBackend::new(cfg, epoch)
             })
             .collect();
         let clients = topology.zones.len().max(1);
-        let rate = scenario.rate(topology).scaled(1.0 / clients as f64);
+        let rate = rate.clone().scaled(1.0 / clients as f64);
         let runs = topology.zones.iter().enumerate().map(|(z, zone)| {
             let ctx = ClientContext {
                 zone: zone.clone(),
+                locality: topology.locality(zone),
                 backends: backends.clone(),
                 local_cluster: topology.local_cluster(),
                 per_try_timeout: topology.per_try_timeout,
@@ -385,7 +417,7 @@ pub fn run<S: Stack>(scenario: &Scenario, topology: &Topology, stack: &S, seed: 
                 seed: seed.wrapping_mul(1_000_003).wrapping_add(z as u64),
             };
             let service = stack.client(&ctx);
-            let gen = LoadGen::new(rate.clone(), scenario.duration())
+            let gen = LoadGen::new(rate.clone(), duration)
                 .seed(seed.wrapping_add(z as u64 * 7919))
                 .give_up_after(topology.give_up_after)
                 .client_zone(zone);

@@ -62,3 +62,87 @@ impl Service<Request<()>> for RoundRobin {
         backend.call(req).map_err(Into::into as fn(_) -> BoxError)
     }
 }
+
+#[cfg(feature = "watertight")]
+pub use self::watertight_stack::Watertight;
+
+#[cfg(feature = "watertight")]
+mod watertight_stack {
+    use std::collections::HashMap;
+    use std::convert::Infallible;
+
+    use http::Request;
+    use tower::Service;
+    use watertight::stack::{Client, ClientBuilder, ClientConfig, ConfigError};
+    use watertight_core::{Change, Endpoint};
+
+    use crate::scenario::{ClientContext, Stack};
+
+    /// The `watertight` stack: the facade's recommended client stack
+    /// ([`watertight::stack`]) built from a [`ClientConfig`], the stack's
+    /// defaults unless given another.
+    ///
+    /// Each client gets the configuration with what the scenario fixes for
+    /// every stack (the per-try timeout, the maximum attempts, the seed) and
+    /// what a deployment knows about itself (its name, its locality, the
+    /// local cluster for zone-aware routing); nothing else is changed.
+    #[cfg_attr(docsrs, doc(cfg(feature = "watertight")))]
+    #[derive(Clone, Debug, Default)]
+    pub struct Watertight {
+        config: ClientConfig,
+    }
+
+    impl Watertight {
+        /// The stack built from `config` instead of the defaults.
+        ///
+        /// # Errors
+        ///
+        /// A [`ConfigError`] naming the first invalid field of `config`.
+        pub fn new(config: ClientConfig) -> Result<Self, ConfigError> {
+            config.validate()?;
+            Ok(Watertight { config })
+        }
+
+        /// The configuration each client starts from.
+        pub fn config(&self) -> &ClientConfig {
+            &self.config
+        }
+    }
+
+    impl Stack for Watertight {
+        type Service = Client<(), ()>;
+        type Error = watertight_core::BoxError;
+        type Future = <Client<(), ()> as Service<Request<()>>>::Future;
+
+        fn name(&self) -> String {
+            "watertight".to_owned()
+        }
+
+        fn client(&self, ctx: &ClientContext) -> Self::Service {
+            let config = self
+                .config
+                .clone()
+                .name(format!("client-{}", ctx.zone))
+                .locality(ctx.locality.clone())
+                .per_try_timeout(ctx.per_try_timeout)
+                .max_attempts(ctx.max_attempts)
+                .seed(ctx.seed);
+            let backends: HashMap<_, _> = ctx
+                .backends
+                .iter()
+                .map(|b| (b.endpoint().id.clone(), b.clone()))
+                .collect();
+            let endpoints: Vec<Endpoint> =
+                ctx.backends.iter().map(|b| b.endpoint().clone()).collect();
+            let once = |list: Vec<Endpoint>| {
+                futures_util::stream::iter([Ok::<_, Infallible>(Change::Reset(list))])
+            };
+            ClientBuilder::new(config)
+                .local_cluster(once(ctx.local_cluster.clone()))
+                .build(once(endpoints), move |e: &Endpoint| backends[&e.id].clone())
+                // The configuration was validated by `new`, and the locality
+                // the local cluster needs is set above.
+                .expect("a validated configuration builds")
+        }
+    }
+}
