@@ -11,7 +11,10 @@
 //!   local-zone share, per-endpoint counts and a timeline, as JSON.
 //! - [`assert_that`]: assertions for test suites.
 //! - [`scenario`]: the seven scenarios of the resilience comparison, run
-//!   against any [`Stack`].
+//!   against any [`Stack`], and [`simulate`](scenario::simulate) for any
+//!   other fault schedule.
+//! - [`stacks`]: the `none` stack (round robin, no retries) and, with
+//!   feature `watertight`, the facade's recommended stack.
 //! - [`strategy`] (feature `proptest`): proptest strategies for fault
 //!   schedules.
 //! - [`etcd`] (feature `etcd`): a real etcd process for tests of
@@ -40,6 +43,8 @@
 //! # Feature flags
 //!
 //! - `proptest`: the [`strategy`] module.
+//! - `watertight`: `stacks::Watertight`, the recommended client stack of
+//!   the `watertight` facade (`watertight::stack`), for the scenarios.
 //! - `etcd`: the [`etcd`] module (needs the `etcd` binary to run and
 //!   `protoc` to build).
 #![cfg_attr(docsrs, feature(doc_cfg))]

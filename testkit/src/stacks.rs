@@ -1,4 +1,7 @@
-//! Reference stacks for the scenarios.
+//! Stacks for the scenarios: [`Unprotected`] (the `none` stack) and, with
+//! feature `watertight`, `Watertight` (the recommended stack). The peer
+//! stacks (tower's, tower-resilience's) live with the comparison in
+//! `watertight-benches`, so a user of this crate pulls in no peer crate.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
