@@ -81,8 +81,37 @@ pub fn compare(
     Comparison { seed, results }
 }
 
-/// Draws the comparison as an SVG: success rate (top) and p99 latency
-/// (bottom, log scale) per scenario, one bar per stack.
+/// The most nines the success-rate chart shows: 99.999%.
+const MAX_NINES: f64 = 5.0;
+
+/// A success rate as its number of nines (`0.99` → 2), capped at
+/// [`MAX_NINES`]: the scale on which 99.9% and 99.99% look as different as
+/// they are.
+fn nines(rate: f64) -> f64 {
+    if rate >= 1.0 {
+        MAX_NINES
+    } else {
+        (-(1.0 - rate.max(0.0)).log10()).clamp(0.0, MAX_NINES)
+    }
+}
+
+/// A success rate with as many decimals as tell it apart from 100%.
+fn percent(rate: f64) -> String {
+    let p = rate * 100.0;
+    if rate >= 1.0 {
+        "100%".to_owned()
+    } else if p >= 99.99 {
+        format!("{p:.4}%")
+    } else if p >= 99.0 {
+        format!("{p:.2}%")
+    } else {
+        format!("{p:.1}%")
+    }
+}
+
+/// Draws the comparison as an SVG: success rate (top, on a scale of nines:
+/// 90%, 99%, 99.9%…) and p99 latency (bottom, log scale) per scenario, one
+/// labelled bar per stack.
 ///
 /// # Errors
 ///
@@ -98,9 +127,9 @@ pub fn write_svg(comparison: &Comparison, path: &Path) -> Result<(), Box<dyn std
             stacks.push(&r.stack);
         }
     }
-    let root = SVGBackend::new(path, (1200, 900)).into_drawing_area();
+    let root = SVGBackend::new(path, (1400, 1000)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (top, bottom) = root.split_vertically(450);
+    let (top, bottom) = root.split_vertically(500);
     let palette = [
         RGBColor(120, 120, 120),
         RGBColor(66, 133, 244),
@@ -121,47 +150,61 @@ pub fn write_svg(comparison: &Comparison, path: &Path) -> Result<(), Box<dyn std
             String::new()
         }
     };
+    let value_font = ("sans-serif", 11)
+        .into_font()
+        .transform(FontTransform::Rotate270);
+    let position = |r: &ScenarioResult| scenarios.iter().position(|x| *x == r.scenario);
 
-    let min_rate = comparison
-        .results
-        .iter()
-        .map(|r| r.success_rate)
-        .fold(1.0f64, f64::min);
-    let floor = (min_rate * 100.0 - 5.0).clamp(0.0, 99.0).floor();
     let mut chart = ChartBuilder::on(&top)
         .caption(
-            format!("success rate (%), seed {}", comparison.seed),
+            format!("success rate (scale of nines), seed {}", comparison.seed),
             ("sans-serif", 22),
         )
         .margin(12)
         .x_label_area_size(30)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..n, floor..100.0)?;
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..n, 0.0..MAX_NINES + 1.0)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(scenarios.len() * 2 + 1)
         .x_label_formatter(&label_scenarios)
+        .y_labels(7)
+        .y_label_formatter(&|y| match y.round() as usize {
+            0 => "0%".to_owned(),
+            1 => "90%".to_owned(),
+            k if k <= MAX_NINES as usize => format!("99.{}%", "9".repeat(k - 2)).replace(".%", "%"),
+            _ => String::new(),
+        })
         .draw()?;
     for (k, stack) in stacks.iter().enumerate() {
         let color = palette[k % palette.len()];
-        let bars = comparison
+        let rows: Vec<_> = comparison
             .results
             .iter()
             .filter(|r| r.stack == *stack)
-            .map(|r| {
-                let s = scenarios.iter().position(|x| *x == r.scenario).unwrap_or(0);
-                let (x0, x1) = bar(s, k);
-                Rectangle::new([(x0, floor), (x1, r.success_rate * 100.0)], color.filled())
-            });
+            .filter_map(|r| position(r).map(|s| (s, r)))
+            .collect();
         chart
-            .draw_series(bars)?
+            .draw_series(rows.iter().map(|(s, r)| {
+                let (x0, x1) = bar(*s, k);
+                Rectangle::new([(x0, 0.0), (x1, nines(r.success_rate))], color.filled())
+            }))?
             .label(*stack)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+        chart.draw_series(rows.iter().map(|(s, r)| {
+            let (x0, x1) = bar(*s, k);
+            Text::new(
+                percent(r.success_rate),
+                ((x0 + x1) / 2.0 - width * 0.25, nines(r.success_rate) + 0.08),
+                value_font.clone(),
+            )
+        }))?;
     }
     chart
         .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .draw()?;
 
@@ -171,11 +214,14 @@ pub fn write_svg(comparison: &Comparison, path: &Path) -> Result<(), Box<dyn std
         .map(|r| r.p99_ms)
         .fold(1.0f64, f64::max);
     let mut chart = ChartBuilder::on(&bottom)
-        .caption("p99 latency (ms, log scale)", ("sans-serif", 22))
+        .caption(
+            "p99 latency of all requests (ms, log scale)",
+            ("sans-serif", 22),
+        )
         .margin(12)
         .x_label_area_size(30)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..n, (1.0..max_p99 * 1.5).log_scale())?;
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..n, (1.0..max_p99 * 8.0).log_scale())?;
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -184,16 +230,24 @@ pub fn write_svg(comparison: &Comparison, path: &Path) -> Result<(), Box<dyn std
         .draw()?;
     for (k, stack) in stacks.iter().enumerate() {
         let color = palette[k % palette.len()];
-        let bars = comparison
+        let rows: Vec<_> = comparison
             .results
             .iter()
             .filter(|r| r.stack == *stack)
-            .map(|r| {
-                let s = scenarios.iter().position(|x| *x == r.scenario).unwrap_or(0);
-                let (x0, x1) = bar(s, k);
-                Rectangle::new([(x0, 1.0), (x1, r.p99_ms.max(1.0))], color.filled())
-            });
-        chart.draw_series(bars)?;
+            .filter_map(|r| position(r).map(|s| (s, r)))
+            .collect();
+        chart.draw_series(rows.iter().map(|(s, r)| {
+            let (x0, x1) = bar(*s, k);
+            Rectangle::new([(x0, 1.0), (x1, r.p99_ms.max(1.0))], color.filled())
+        }))?;
+        chart.draw_series(rows.iter().map(|(s, r)| {
+            let (x0, x1) = bar(*s, k);
+            Text::new(
+                format!("{:.0} ms", r.p99_ms),
+                ((x0 + x1) / 2.0 - width * 0.25, r.p99_ms.max(1.0) * 1.15),
+                value_font.clone(),
+            )
+        }))?;
     }
     root.present()?;
     Ok(())

@@ -3,26 +3,32 @@
 //!
 //! Every stack gets the same per-try timeout and maximum attempts from the
 //! [`ClientContext`], counts 5xx responses and errors as failures, and is
-//! seeded where its API takes an RNG.
+//! seeded where its API takes an RNG. None of them can route by zone (their
+//! balancers take no locality), so each spreads its client's requests over
+//! all nine backends.
 //!
 //! - `tower`: `tower::balance::p2c::Balance` over `PeakEwma` endpoints
-//!   (default RTT 30 ms, decay 10 s), the per-try `Timeout`, and
-//!   `tower::retry::Retry` whose policy withdraws from a `TpsBudget` (10 s
-//!   TTL, 10 retries/s floor, 20%) and sleeps an `ExponentialBackoff`
-//!   (25 ms → 250 ms, full jitter).
-//! - `tower-resilience`: the same balancer, with tower-resilience's circuit
-//!   breaker in backpressure mode on each endpoint (its defaults: count
-//!   window 100, 50%, 30 s open; minimum 20 calls), and tower-resilience's
-//!   retry (exponential backoff from 25 ms, 5xx and errors retried) with its
-//!   token-bucket budget (10 tokens/s, 100 at most).
+//!   (default RTT 30 ms, decay 10 s), shared through a `Buffer`, under the
+//!   per-try `Timeout`, under `tower::retry::Retry` whose policy withdraws
+//!   from a `TpsBudget` (10 s TTL, 10 retries/s floor, 20%) and sleeps an
+//!   `ExponentialBackoff` (25 ms → 250 ms, full jitter) between attempts.
+//! - `tower-resilience`: the same balancer, buffer and timeout, with
+//!   tower-resilience's circuit breaker in backpressure mode on each
+//!   endpoint (its defaults: count window 100, failure rate 50%, minimum
+//!   20 calls, 30 s open), and tower-resilience's retry (exponential backoff
+//!   from 25 ms; errors and 5xx retried) with its token-bucket budget (100
+//!   tokens, one back per success).
 //!
 //! tower-resilience reads `std::time::Instant` for its breaker's open wait
-//! and its budget's refill, so under the simulation's virtual clock those two
-//! follow the wall clock: a breaker that opens stays open for the rest of a
-//! run (which takes about a second of real time), and the retry budget only
-//! refills by the real time that passes. Everything else it does (its
-//! backoff sleeps) follows the virtual clock. The comparison reports it as it
-//! behaves; in a test suite with paused time this is what its users get.
+//! and its budget's time refill. Under the simulation's virtual clock a
+//! breaker that opens therefore stays open for the rest of a run (which
+//! lasts a few seconds of real time), and a time refill would grant tokens
+//! by the real time a run happens to take, making the results differ from
+//! one run to the next: the budget is refilled by successes only
+//! (`tokens_per_second(0.0)`). Everything else it does (its backoff sleeps,
+//! its breaker's re-checks) follows the virtual clock. The comparison
+//! reports it as it behaves; in a test suite with paused time this is what
+//! its users get.
 
 use std::sync::Arc;
 use std::time::Duration;
