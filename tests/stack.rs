@@ -327,11 +327,50 @@ fn the_configuration_reads_from_toml_with_a_table_per_layer() {
 }
 
 #[test]
+fn a_layer_table_starts_from_the_stacks_default_for_that_layer() {
+    let config: ClientConfig = toml::from_str(
+        r#"
+        [retry]
+        max_attempts = 2
+
+        [balancer.outlier_detection]
+        interval = "5s"
+        "#,
+    )
+    .unwrap();
+    let defaults = ClientConfig::default();
+    assert_eq!(config.retry.max_attempts, 2);
+    // The stack's budget and deadline, not the retry crate's.
+    assert_eq!(config.retry.budget, defaults.retry.budget);
+    assert_eq!(config.retry.timeout, Some(Duration::from_secs(10)));
+    let od = config.balancer.outlier_detection.unwrap();
+    assert_eq!(od.interval, Duration::from_secs(5));
+    assert_eq!(od.max_ejection_percent, 34.0);
+
+    // Another kind of budget replaces the default's whole.
+    let config: ClientConfig =
+        toml::from_str("[retry]\nbudget = { kind = \"ratio\", ratio = 0.1 }").unwrap();
+    match config.retry.budget {
+        watertight::retry::budget::BudgetConfig::Ratio { ratio, .. } => assert_eq!(ratio, 0.1),
+        other => panic!("{other:?}"),
+    }
+
+    // What serializes reads back the same.
+    let text = toml::to_string(&ClientConfig::default()).unwrap();
+    assert_eq!(
+        toml::from_str::<ClientConfig>(&text).unwrap(),
+        ClientConfig::default()
+    );
+}
+
+#[test]
 fn bad_configuration_names_the_field() {
     let unknown = toml::from_str::<ClientConfig>("retries = 3").unwrap_err();
     assert!(unknown.to_string().contains("retries"), "{unknown}");
     let nested = toml::from_str::<ClientConfig>("[retry]\nmax_attempts = 0").unwrap_err();
     assert!(nested.to_string().contains("max_attempts"), "{nested}");
+    let stack = toml::from_str::<ClientConfig>("buffer = 0").unwrap_err();
+    assert!(stack.to_string().contains("`buffer`"), "{stack}");
 
     let mut config = ClientConfig::default();
     config.breaker_slow_call_share = 0.0;

@@ -61,11 +61,19 @@ use watertight_retry::Config as RetryConfig;
 /// max_limit = 200
 /// ```
 ///
-/// `concurrency`, `admission`, `breaker` and `endpoint_limit` take `false`
-/// to turn the layer off, or `true` for the stack's default.
+/// Each layer's table starts from the stack's default for that layer (not
+/// the layer crate's), so `[retry] max_attempts = 2` keeps the stack's
+/// budget and deadline; a table with another `kind` (`budget = { kind =
+/// "ratio" }`) replaces the default's. `concurrency`, `admission`,
+/// `breaker` and `endpoint_limit` take `false` to turn the layer off, or
+/// `true` for the stack's default. The whole configuration is validated on
+/// the way in ([`validate`](Self::validate)).
 #[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
-#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+#[cfg_attr(
+    feature = "serde",
+    serde(remote = "Self", default, deny_unknown_fields)
+)]
 #[non_exhaustive]
 pub struct ClientConfig {
     /// The client's name: every layer's `name` (the `name` label of its
@@ -369,7 +377,58 @@ layer_error!(
 );
 
 #[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for ClientConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let given = serde_json::Value::deserialize(d)?;
+        let mut merged = serde_json::to_value(ClientConfig::default()).map_err(D::Error::custom)?;
+        serde_impl::merge(&mut merged, given);
+        let config = ClientConfig::deserialize(merged).map_err(D::Error::custom)?;
+        config.validate().map_err(D::Error::custom)?;
+        Ok(config)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for ClientConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ClientConfig::serialize(self, s)
+    }
+}
+
+#[cfg(feature = "serde")]
 mod serde_impl {
+    use serde_json::Value;
+
+    /// Lays `given` over `base`: tables merge key by key, anything else
+    /// replaces; a table whose `kind` differs from the base's replaces it
+    /// whole (another algorithm or budget has other fields); `true` for a
+    /// layer keeps the base's table.
+    pub(super) fn merge(base: &mut Value, given: Value) {
+        match (base, given) {
+            (Value::Object(b), Value::Object(g)) => {
+                let same_kind = match (b.get("kind"), g.get("kind")) {
+                    (Some(x), Some(y)) => x == y,
+                    _ => true,
+                };
+                if !same_kind {
+                    *b = g;
+                    return;
+                }
+                for (k, v) in g {
+                    match b.get_mut(&k) {
+                        Some(slot) => merge(slot, v),
+                        None => {
+                            b.insert(k, v);
+                        }
+                    }
+                }
+            }
+            (Value::Object(_), Value::Bool(true)) => {}
+            (b, g) => *b = g,
+        }
+    }
+
     /// An optional layer: its table, `true` for the stack's default, or
     /// `false` for none.
     pub(super) mod optional {
