@@ -21,6 +21,7 @@
 //! ```
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Parser;
 use watertight::stack::ClientConfig;
@@ -60,9 +61,17 @@ struct Args {
     threads: Option<usize>,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+fn main() -> ExitCode {
+    match compare_all(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.to_string().trim_end());
+            ExitCode::FAILURE
+        }
+    }
+}
 
+fn compare_all(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let config = match &args.config {
         Some(path) => toml::from_str::<ClientConfig>(&std::fs::read_to_string(path)?)
             .map_err(|e| format!("{}: {e}", path.display()))?,
@@ -85,6 +94,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !args.stacks.is_empty() {
         stacks.retain(|s| args.stacks.iter().any(|n| n == s.name()));
     }
+    if !(args.scale > 0.0 && args.scale.is_finite()) {
+        return Err(format!("--scale must be a positive number, got {}", args.scale).into());
+    }
     let mut scenarios: Vec<Scenario> = Vec::new();
     for kind in ScenarioKind::ALL {
         if args.scenarios.is_empty() || args.scenarios.iter().any(|n| n == kind.name()) {
@@ -97,9 +109,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .find(|n| ScenarioKind::ALL.iter().all(|k| k.name() != n.as_str()))
     {
         return Err(format!("unknown scenario `{name}`").into());
-    }
-    if !(args.scale > 0.0 && args.scale.is_finite()) {
-        return Err(format!("--scale must be a positive number, got {}", args.scale).into());
     }
 
     let topology = Topology::default();
