@@ -140,6 +140,11 @@ async fn defaults_serve_requests_and_expose_every_layer() {
     assert_eq!(h.concurrency.as_ref().map(|c| c.in_flight()), Some(0));
     assert!(h.admission.is_some());
     assert_eq!(h.retry.name(), "client");
+    let breakers = h
+        .breakers
+        .as_ref()
+        .expect("the stack has per-endpoint breakers");
+    assert_eq!((breakers.members(), breakers.open()), (3, 0));
 }
 
 #[tokio::test(start_paused = true)]

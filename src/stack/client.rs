@@ -204,6 +204,7 @@ impl ClientBuilder {
         }
         let breaker_group = BreakerGroup::new(config.breaker_max_open_percent)
             .map_err(|e| ConfigError::new("breaker_max_open_percent", e.reason().to_owned()))?;
+        let breaker_group_handle = breaker_group.clone();
         let breaker_seed = sub_seed(2);
         let breaker_name = breaker
             .as_ref()
@@ -324,6 +325,7 @@ impl ClientBuilder {
                 admission: admission_handle,
                 retry: retry_handle,
                 balancer: balancer_handle,
+                breakers: config.breaker.is_some().then_some(breaker_group_handle),
                 chaos,
             },
         })
@@ -381,6 +383,9 @@ pub struct Handles {
     pub retry: RetryHandle,
     /// The balancer (endpoints, zone routing, outlier ejections).
     pub balancer: BalancerHandle,
+    /// The group of the per-endpoint breakers (how many are open, trips
+    /// refused), if configured.
+    pub breakers: Option<BreakerGroup>,
     /// The fault-injection controller of the endpoints' chaos layers.
     pub chaos: ChaosController,
 }
