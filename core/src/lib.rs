@@ -5,6 +5,8 @@
 //!
 //! - [`BoxError`] and [`is_caused_by`]: the error type layers that add failure
 //!   modes return, and how to find a typed cause in it;
+//! - [`config`]: [`ConfigError`], the configuration error of every layer,
+//!   naming the field at fault, and the checks builders share;
 //! - [`classify`]: [`ResponseClass`] and the [`Classify`] trait, used by the
 //!   circuit breaker, retries, outlier detection, adaptive limits and chaos
 //!   safeguards;
@@ -39,6 +41,7 @@
 
 pub mod backoff;
 pub mod classify;
+pub mod config;
 pub mod endpoint;
 mod error;
 pub mod ext;
@@ -47,6 +50,7 @@ pub mod window;
 
 pub use backoff::{Backoff, InvalidBackoff};
 pub use classify::{Classify, ClassifyFn, ErrorsAsFailures, ResponseClass};
+pub use config::ConfigError;
 pub use endpoint::{Address, Change, Endpoint, EndpointId, Health, Locality, Selected};
 pub use error::{find_cause, is_caused_by, BoxError};
 pub use ext::{Attempted, Extensions};
