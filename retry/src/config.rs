@@ -6,10 +6,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use watertight_core::Backoff;
+use watertight_core::{config, Backoff};
 
 use crate::budget::{AnyBudget, Budget, BudgetConfig};
-use crate::error::ConfigError;
+use crate::error::{invalid, ConfigError, COMPONENT};
 use crate::event::{Event, Listener};
 use crate::layer::RetryLayer;
 use crate::policy::StandardPolicy;
@@ -113,31 +113,24 @@ impl Config {
     ///
     /// A [`ConfigError`] naming the first field that breaks a rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.name.is_empty() {
-            return Err(ConfigError::new("name", "must not be empty"));
-        }
-        if self.max_attempts == 0 || self.max_attempts > MAX_ATTEMPTS {
-            return Err(ConfigError::new(
-                "max_attempts",
-                format!("must be in 1..={MAX_ATTEMPTS}, got {}", self.max_attempts),
-            ));
-        }
+        config::name(COMPONENT, &self.name)?;
+        config::count(
+            COMPONENT,
+            "max_attempts",
+            self.max_attempts.into(),
+            MAX_ATTEMPTS.into(),
+        )?;
         if let Some(t) = self.timeout {
-            if t.is_zero() {
-                return Err(ConfigError::new("timeout", "must be greater than zero"));
-            }
+            config::non_zero(COMPONENT, "timeout", t)?;
             if self.min_remaining >= t {
-                return Err(ConfigError::new(
+                return Err(invalid(
                     "min_remaining",
                     format!("must be less than `timeout` ({t:?})"),
                 ));
             }
         }
-        if self.per_try_timeout.is_some_and(|t| t.is_zero()) {
-            return Err(ConfigError::new(
-                "per_try_timeout",
-                "must be greater than zero",
-            ));
+        if let Some(t) = self.per_try_timeout {
+            config::non_zero(COMPONENT, "per_try_timeout", t)?;
         }
         self.budget.validate()
     }

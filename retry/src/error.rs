@@ -16,7 +16,6 @@
 //! }
 //! ```
 
-use std::borrow::Cow;
 use std::error::Error;
 use std::fmt;
 use std::time::Duration;
@@ -129,50 +128,18 @@ impl fmt::Display for AttemptTimedOut {
 
 impl Error for AttemptTimedOut {}
 
-/// An invalid configuration, naming the field at fault.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    field: Cow<'static, str>,
-    reason: Cow<'static, str>,
+/// An invalid configuration, naming the field at fault: the configuration
+/// error every watertight layer shares, with the component `retry` (for the
+/// hedging layer and the budgets too).
+pub use watertight_core::ConfigError;
+
+/// The component every [`ConfigError`] of this crate names.
+pub(crate) const COMPONENT: &str = "retry";
+
+/// An error in `field` of a retry, hedging or budget configuration.
+pub(crate) fn invalid(
+    field: &'static str,
+    reason: impl Into<std::borrow::Cow<'static, str>>,
+) -> ConfigError {
+    ConfigError::new(COMPONENT, field, reason)
 }
-
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, reason: impl Into<Cow<'static, str>>) -> Self {
-        ConfigError {
-            field: Cow::Borrowed(field),
-            reason: reason.into(),
-        }
-    }
-
-    /// The configuration field at fault, as spelled in the builder and the
-    /// serde configuration (`budget.ratio` for a nested one).
-    pub fn field(&self) -> &str {
-        &self.field
-    }
-
-    /// What is wrong with it.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-
-    /// The same error, its field inside `parent` (`budget` + `ratio` →
-    /// `budget.ratio`).
-    pub(crate) fn within(self, parent: &str) -> Self {
-        ConfigError {
-            field: Cow::Owned(format!("{parent}.{}", self.field)),
-            reason: self.reason,
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid retry configuration: `{}` {}",
-            self.field, self.reason
-        )
-    }
-}
-
-impl Error for ConfigError {}

@@ -439,6 +439,14 @@ fn invalid_hedge_configuration_names_the_field() {
         "max_hedged_attempts"
     );
     assert_eq!(
+        HedgeLayer::builder()
+            .max_hedged_attempts(11)
+            .build()
+            .unwrap_err()
+            .to_string(),
+        "invalid retry configuration: `max_hedged_attempts` must be in 1..=10, got 11"
+    );
+    assert_eq!(
         field(HedgeLayer::builder().delay(HedgeDelay::percentile(1.0))),
         "delay.max_extra_load"
     );

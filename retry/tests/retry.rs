@@ -693,6 +693,7 @@ fn invalid_configuration_names_the_field() {
     });
     let err = bad_ratio.build().unwrap_err();
     assert_eq!(err.field(), "budget.ratio");
+    assert_eq!(err.component(), "retry");
     assert_eq!(
         err.to_string(),
         "invalid retry configuration: `budget.ratio` must be in 0..=1000, got -0.1"

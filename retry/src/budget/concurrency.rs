@@ -4,8 +4,10 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::{check_name, check_ratio, remaining_gauge, Budget, Cause, Withdrawal};
-use crate::error::ConfigError;
+use watertight_core::config;
+
+use super::{check_ratio, remaining_gauge, Budget, Cause, Withdrawal};
+use crate::error::{ConfigError, COMPONENT};
 
 const DEFAULT_RATIO: f64 = 0.2;
 const DEFAULT_MIN_CONCURRENCY: u32 = 3;
@@ -227,7 +229,7 @@ impl ConcurrencyBudgetBuilder {
     /// A [`ConfigError`] naming `name` (empty) or `ratio` (outside
     /// `0..=1000` or not finite).
     pub fn build(self) -> Result<ConcurrencyBudget, ConfigError> {
-        check_name(&self.name)?;
+        config::name(COMPONENT, &self.name)?;
         validate(self.ratio)?;
         let budget = ConcurrencyBudget {
             gauge: remaining_gauge(&self.name),

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use watertight_core::ResponseClass;
 
-use crate::error::ConfigError;
+use crate::error::{invalid, ConfigError, COMPONENT};
 
 mod concurrency;
 mod ratio;
@@ -309,7 +309,7 @@ impl BudgetConfig {
                 .min_per_sec(min_per_sec)
                 .ttl(ttl)
                 .build()
-                .map_err(|e| e.within("budget"))?
+                .map_err(|e| e.within(COMPONENT, "budget"))?
                 .into(),
             BudgetConfig::Concurrency {
                 ratio,
@@ -319,7 +319,7 @@ impl BudgetConfig {
                 .ratio(ratio)
                 .min_concurrency(min_concurrency)
                 .build()
-                .map_err(|e| e.within("budget"))?
+                .map_err(|e| e.within(COMPONENT, "budget"))?
                 .into(),
             BudgetConfig::TokenBucket {
                 max_tokens,
@@ -333,7 +333,7 @@ impl BudgetConfig {
                 .timeout_cost(timeout_cost)
                 .success_refund(success_refund)
                 .build()
-                .map_err(|e| e.within("budget"))?
+                .map_err(|e| e.within(COMPONENT, "budget"))?
                 .into(),
             BudgetConfig::Grpc {
                 max_tokens,
@@ -341,7 +341,7 @@ impl BudgetConfig {
             } => TokenBucketBudget::grpc_builder(max_tokens, token_ratio)
                 .name(name)
                 .build()
-                .map_err(|e| e.within("budget"))?
+                .map_err(|e| e.within(COMPONENT, "budget"))?
                 .into(),
         };
         Ok(b)
@@ -371,7 +371,7 @@ impl BudgetConfig {
                 token_ratio,
             } => token::validate_grpc(max_tokens, token_ratio),
         }
-        .map_err(|e| e.within("budget"))
+        .map_err(|e| e.within(COMPONENT, "budget"))
     }
 }
 
@@ -380,22 +380,12 @@ fn remaining_gauge(name: &str) -> metrics::Gauge {
     metrics::gauge!("watertight_retry_budget_remaining", "name" => name.to_owned())
 }
 
-/// Checks a ratio field: finite and in `0..=1000`.
+/// Checks a ratio field: finite and in `0..=1000` (core's `within_range`
+/// words the range differently, and the message is part of the API).
 fn check_ratio(field: &'static str, ratio: f64) -> Result<(), ConfigError> {
     if ratio.is_finite() && (0.0..=1000.0).contains(&ratio) {
         Ok(())
     } else {
-        Err(ConfigError::new(
-            field,
-            format!("must be in 0..=1000, got {ratio}"),
-        ))
-    }
-}
-
-fn check_name(name: &str) -> Result<(), ConfigError> {
-    if name.is_empty() {
-        Err(ConfigError::new("name", "must not be empty"))
-    } else {
-        Ok(())
+        Err(invalid(field, format!("must be in 0..=1000, got {ratio}")))
     }
 }

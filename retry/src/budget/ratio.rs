@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::time::Instant;
+use watertight_core::config;
 
-use super::{check_name, check_ratio, remaining_gauge, Budget, Cause, Withdrawal};
-use crate::error::ConfigError;
+use super::{check_ratio, remaining_gauge, Budget, Cause, Withdrawal};
+use crate::error::{invalid, ConfigError, COMPONENT};
 
 pub(super) const DEFAULT_RATIO: f64 = 0.2;
 pub(super) const DEFAULT_MIN_PER_SEC: u32 = 10;
@@ -41,7 +42,7 @@ pub(super) fn default_ttl() -> Duration {
 pub(super) fn validate(ratio: f64, ttl: Duration) -> Result<(), ConfigError> {
     check_ratio("ratio", ratio)?;
     if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
-        return Err(ConfigError::new(
+        return Err(invalid(
             "ttl",
             format!("must be between 1s and 60s, got {ttl:?}"),
         ));
@@ -306,7 +307,7 @@ impl RatioBudgetBuilder {
     /// A [`ConfigError`] naming `name` (empty), `ratio` (outside
     /// `0..=1000` or not finite) or `ttl` (outside `1s..=60s`).
     pub fn build(self) -> Result<RatioBudget, ConfigError> {
-        check_name(&self.name)?;
+        config::name(COMPONENT, &self.name)?;
         validate(self.ratio, self.ttl)?;
         let deposit = (self.ratio * SCALE as f64).round() as i64;
         // min_per_sec × ttl retries, in units: ttl in nanoseconds × SCALE / 1e9.

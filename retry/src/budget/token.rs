@@ -4,10 +4,10 @@ use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use watertight_core::ResponseClass;
+use watertight_core::{config, ResponseClass};
 
-use super::{check_name, remaining_gauge, Budget, Cause, Withdrawal};
-use crate::error::ConfigError;
+use super::{remaining_gauge, Budget, Cause, Withdrawal};
+use crate::error::{invalid, ConfigError, COMPONENT};
 
 /// Thousandths of a token.
 const MILLI: i64 = 1_000;
@@ -41,11 +41,11 @@ pub(super) fn validate_aws(
     timeout_cost: u32,
 ) -> Result<(), ConfigError> {
     if max_tokens == 0 {
-        return Err(ConfigError::new("max_tokens", "must be at least 1"));
+        return Err(invalid("max_tokens", "must be at least 1"));
     }
     for (field, cost) in [("retry_cost", retry_cost), ("timeout_cost", timeout_cost)] {
         if cost == 0 || cost > max_tokens {
-            return Err(ConfigError::new(
+            return Err(invalid(
                 field,
                 format!("must be in 1..=max_tokens ({max_tokens}), got {cost}"),
             ));
@@ -55,15 +55,15 @@ pub(super) fn validate_aws(
 }
 
 pub(super) fn validate_grpc(max_tokens: u32, token_ratio: f64) -> Result<(), ConfigError> {
-    if max_tokens == 0 || max_tokens > GRPC_MAX_TOKENS {
-        return Err(ConfigError::new(
-            "max_tokens",
-            format!("must be in 1..={GRPC_MAX_TOKENS}, got {max_tokens}"),
-        ));
-    }
+    config::count(
+        COMPONENT,
+        "max_tokens",
+        max_tokens.into(),
+        GRPC_MAX_TOKENS.into(),
+    )?;
     if !(token_ratio.is_finite() && token_ratio <= 1000.0 && (token_ratio * 1000.0).round() >= 1.0)
     {
-        return Err(ConfigError::new(
+        return Err(invalid(
             "token_ratio",
             format!("must be in 0.001..=1000, got {token_ratio}"),
         ));
@@ -105,7 +105,7 @@ enum Rules {
 /// Tokens are counted in thousandths in one atomic integer.
 ///
 /// ```
-/// use watertight_core::ResponseClass;
+/// use watertight_core::{config, ResponseClass};
 /// use watertight_retry::budget::{Budget, Cause, TokenBucketBudget};
 ///
 /// let aws = TokenBucketBudget::aws_standard();
@@ -347,10 +347,8 @@ impl TokenBucketBudgetBuilder {
                 success_refund,
             } => f(retry_cost, timeout_cost, success_refund),
             Mode::Grpc { .. } => {
-                self.error.get_or_insert(ConfigError::new(
-                    field,
-                    "applies to AWS standard-mode rules only",
-                ));
+                self.error
+                    .get_or_insert(invalid(field, "applies to AWS standard-mode rules only"));
             }
         }
         self
@@ -384,7 +382,7 @@ impl TokenBucketBudgetBuilder {
         if let Some(e) = self.error {
             return Err(e);
         }
-        check_name(&self.name)?;
+        config::name(COMPONENT, &self.name)?;
         let max = i64::from(self.max_tokens) * MILLI;
         let rules = match self.mode {
             Mode::Aws {

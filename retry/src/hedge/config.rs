@@ -2,8 +2,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use watertight_core::config;
+
 use crate::budget::{AnyBudget, Budget, BudgetConfig};
-use crate::error::ConfigError;
+use crate::error::{invalid, ConfigError, COMPONENT};
 use crate::event::{Event, Listener};
 use crate::hedge::HedgeLayer;
 use crate::policy::StandardPolicy;
@@ -184,18 +186,13 @@ impl HedgeConfig {
     ///
     /// A [`ConfigError`] naming the first field that breaks a rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.name.is_empty() {
-            return Err(ConfigError::new("name", "must not be empty"));
-        }
-        if self.max_hedged_attempts == 0 || self.max_hedged_attempts > MAX_HEDGES {
-            return Err(ConfigError::new(
-                "max_hedged_attempts",
-                format!(
-                    "must be in 1..={MAX_HEDGES}, got {}",
-                    self.max_hedged_attempts
-                ),
-            ));
-        }
+        config::name(COMPONENT, &self.name)?;
+        config::count(
+            COMPONENT,
+            "max_hedged_attempts",
+            self.max_hedged_attempts.into(),
+            MAX_HEDGES.into(),
+        )?;
         match self.delay {
             HedgeDelay::Percentile {
                 max_extra_load,
@@ -204,30 +201,22 @@ impl HedgeConfig {
                 period,
                 ..
             } => {
+                // Open at 1: a 1 would hedge at the 0th percentile, every request.
                 if !(max_extra_load > 0.0 && max_extra_load < 1.0) {
-                    return Err(ConfigError::new(
+                    return Err(invalid(
                         "delay.max_extra_load",
                         format!("must be a fraction in (0, 1), got {max_extra_load}"),
                     ));
                 }
-                if period.is_zero() {
-                    return Err(ConfigError::new(
-                        "delay.period",
-                        "must be greater than zero",
-                    ));
-                }
+                config::non_zero(COMPONENT, "delay.period", period)?;
                 if max_latency < Duration::from_micros(2) || max_latency <= min_delay {
-                    return Err(ConfigError::new(
+                    return Err(invalid(
                         "delay.max_latency",
                         "must be at least 2µs and greater than `min_delay`",
                     ));
                 }
             }
-            HedgeDelay::Fixed { delay } => {
-                if delay.is_zero() {
-                    return Err(ConfigError::new("delay.delay", "must be greater than zero"));
-                }
-            }
+            HedgeDelay::Fixed { delay } => config::non_zero(COMPONENT, "delay.delay", delay)?,
         }
         match &self.budget {
             Some(b) => b.validate(),
