@@ -4,9 +4,10 @@
 use std::fmt;
 use std::time::Duration;
 
+use watertight_core::config::{count, fraction, non_zero};
 use watertight_core::{Backoff, ErrorsAsFailures};
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, COMPONENT};
 use crate::event::{Event, Listener};
 use crate::group::BreakerGroup;
 use crate::keyed::KeyedBuilder;
@@ -185,36 +186,6 @@ fn default_open_backoff() -> Backoff {
         .expect("5 s to 300 s is a valid backoff")
 }
 
-fn fraction(field: &'static str, v: f64) -> Result<(), ConfigError> {
-    if v > 0.0 && v <= 1.0 {
-        Ok(())
-    } else {
-        Err(ConfigError::new(
-            field,
-            format!("must be a fraction in (0, 1], got {v}"),
-        ))
-    }
-}
-
-fn non_zero(field: &'static str, d: Duration) -> Result<(), ConfigError> {
-    if d.is_zero() {
-        Err(ConfigError::new(field, "must be greater than zero"))
-    } else {
-        Ok(())
-    }
-}
-
-fn in_range(field: &'static str, v: u64, max: u64) -> Result<(), ConfigError> {
-    if v == 0 || v > max {
-        Err(ConfigError::new(
-            field,
-            format!("must be in 1..={max}, got {v}"),
-        ))
-    } else {
-        Ok(())
-    }
-}
-
 impl Config {
     /// Checks every rule:
     ///
@@ -232,22 +203,32 @@ impl Config {
     ///
     /// A [`ConfigError`] naming the first field that breaks a rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.name.is_empty() {
-            return Err(ConfigError::new("name", "must not be empty"));
-        }
+        watertight_core::config::name(COMPONENT, &self.name)?;
         if let Some(t) = self.failure_rate_threshold {
-            fraction("failure_rate_threshold", t)?;
+            fraction(COMPONENT, "failure_rate_threshold", t)?;
         }
         if self.minimum_calls == 0 {
-            return Err(ConfigError::new("minimum_calls", "must be at least 1"));
+            return Err(ConfigError::new(
+                COMPONENT,
+                "minimum_calls",
+                "must be at least 1",
+            ));
         }
         match self.window {
-            Window::Count { size } => in_range("window.size", size as u64, MAX_WINDOW as u64)?,
+            Window::Count { size } => {
+                count(COMPONENT, "window.size", size as u64, MAX_WINDOW as u64)?
+            }
             Window::Time { duration, buckets } => {
-                non_zero("window.duration", duration)?;
-                in_range("window.buckets", buckets as u64, MAX_BUCKETS as u64)?;
+                non_zero(COMPONENT, "window.duration", duration)?;
+                count(
+                    COMPONENT,
+                    "window.buckets",
+                    buckets as u64,
+                    MAX_BUCKETS as u64,
+                )?;
                 if duration.as_nanos() < buckets as u128 {
                     return Err(ConfigError::new(
+                        COMPONENT,
                         "window.buckets",
                         "must not exceed the window duration in nanoseconds",
                     ));
@@ -255,19 +236,34 @@ impl Config {
             }
         }
         if let Some(d) = self.slow_call_duration {
-            non_zero("slow_call_duration", d)?;
+            non_zero(COMPONENT, "slow_call_duration", d)?;
         }
-        fraction("slow_call_rate_threshold", self.slow_call_rate_threshold)?;
+        fraction(
+            COMPONENT,
+            "slow_call_rate_threshold",
+            self.slow_call_rate_threshold,
+        )?;
         if self.consecutive_failures == Some(0) {
             return Err(ConfigError::new(
+                COMPONENT,
                 "consecutive_failures",
                 "must be at least 1",
             ));
         }
-        in_range("permitted_probes", self.permitted_probes.into(), 65_535)?;
-        in_range("success_threshold", self.success_threshold.into(), 65_535)?;
+        count(
+            COMPONENT,
+            "permitted_probes",
+            self.permitted_probes.into(),
+            65_535,
+        )?;
+        count(
+            COMPONENT,
+            "success_threshold",
+            self.success_threshold.into(),
+            65_535,
+        )?;
         if let Some(d) = self.max_half_open_duration {
-            non_zero("max_half_open_duration", d)?;
+            non_zero(COMPONENT, "max_half_open_duration", d)?;
         }
         Ok(())
     }
@@ -416,6 +412,7 @@ impl<C> Builder<C> {
             Ok(b) => self.config.open_backoff = b,
             Err(_) => {
                 self.error.get_or_insert(ConfigError::new(
+                    COMPONENT,
                     "open_duration",
                     "must be greater than zero",
                 ));
@@ -549,7 +546,7 @@ mod serde_impl {
     use watertight_core::Backoff;
 
     use super::{Config, Mode, Window};
-    use crate::error::ConfigError;
+    use crate::error::{ConfigError, COMPONENT};
 
     #[derive(Deserialize, Serialize)]
     #[serde(deny_unknown_fields)]
@@ -627,32 +624,32 @@ mod serde_impl {
             let open_backoff = match (r.open_backoff, r.open_duration) {
                 (Some(_), Some(_)) => {
                     return Err(ConfigError::new(
+                        COMPONENT,
                         "open_duration",
                         "must not be set together with `open_backoff`",
                     ))
                 }
-                (None, Some(d)) => Backoff::constant(d)
-                    .map_err(|_| ConfigError::new("open_duration", "must be greater than zero"))?,
+                (None, Some(d)) => Backoff::constant(d).map_err(|_| {
+                    ConfigError::new(COMPONENT, "open_duration", "must be greater than zero")
+                })?,
                 (Some(b), None) => {
                     let max = match (b.kind, b.max) {
                         (_, Some(max)) => max,
                         (BackoffKind::Constant, None) => b.base,
                         (_, None) => {
-                            return Err(ConfigError::new("open_backoff.max", "is required"))
+                            return Err(ConfigError::new(
+                                COMPONENT,
+                                "open_backoff.max",
+                                "is required",
+                            ))
                         }
                     };
                     Backoff::new(b.kind, b.base, max).map_err(|e| {
-                        let field = if e.field() == "base" {
-                            "open_backoff.base"
-                        } else {
-                            "open_backoff.max"
+                        let (field, reason) = match e.field() {
+                            "base" => ("open_backoff.base", "must be greater than zero"),
+                            _ => ("open_backoff.max", "must not be less than `base`"),
                         };
-                        let reason = if field == "open_backoff.base" {
-                            "must be greater than zero"
-                        } else {
-                            "must not be less than `base`"
-                        };
-                        ConfigError::new(field, reason)
+                        ConfigError::new(COMPONENT, field, reason)
                     })?
                 }
                 (None, None) => super::default_open_backoff(),

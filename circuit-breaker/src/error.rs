@@ -13,7 +13,6 @@
 //! }
 //! ```
 
-use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -94,41 +93,10 @@ impl fmt::Display for TooManyKeys {
 
 impl std::error::Error for TooManyKeys {}
 
-/// An invalid configuration, naming the field at fault.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    field: &'static str,
-    reason: Cow<'static, str>,
-}
+/// An invalid configuration, naming the field at fault: watertight-core's
+/// [`ConfigError`](watertight_core::ConfigError), whose component is
+/// `circuit breaker`.
+pub use watertight_core::ConfigError;
 
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, reason: impl Into<Cow<'static, str>>) -> Self {
-        ConfigError {
-            field,
-            reason: reason.into(),
-        }
-    }
-
-    /// The configuration field at fault, as spelled in the builder and the
-    /// serde configuration (`window.size` for a nested one).
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-
-    /// What is wrong with it.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid circuit breaker configuration: `{}` {}",
-            self.field, self.reason
-        )
-    }
-}
-
-impl std::error::Error for ConfigError {}
+/// The component the breaker's configuration errors name.
+pub(crate) const COMPONENT: &str = "circuit breaker";

@@ -41,7 +41,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::error::ConfigError;
+use watertight_core::config::within_range;
+
+use crate::error::{ConfigError, COMPONENT};
 use crate::sync::{AtomicU32, AtomicU64, Ordering::*};
 
 /// Breakers that may not all open at once; see the [module docs](self).
@@ -80,12 +82,7 @@ impl BreakerGroup {
     /// A [`ConfigError`] naming `max_open_percent` unless it is in
     /// `[0, 100]`.
     pub fn new(max_open_percent: f64) -> Result<Self, ConfigError> {
-        if !(0.0..=100.0).contains(&max_open_percent) {
-            return Err(ConfigError::new(
-                "max_open_percent",
-                format!("must be in [0, 100], got {max_open_percent}"),
-            ));
-        }
+        within_range(COMPONENT, "max_open_percent", max_open_percent, 0.0, 100.0)?;
         Ok(BreakerGroup {
             inner: Arc::new(Inner {
                 max_open_percent,

@@ -29,11 +29,12 @@ use parking_lot::RwLock;
 use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
+use watertight_core::config::non_zero;
 use watertight_core::{BoxError, Classify, ErrorsAsFailures};
 
 use crate::breaker::{Admission, Breaker, TARGET};
 use crate::config::{Builder, Config, Mode};
-use crate::error::{ConfigError, TooManyKeys};
+use crate::error::{ConfigError, TooManyKeys, COMPONENT};
 use crate::event::Listener;
 use crate::future::{Recorder, ResponseFuture};
 use crate::handle::CircuitBreakerHandle;
@@ -106,25 +107,25 @@ impl<F, K, C> KeyedBuilder<F, K, C> {
         let (config, classify, listener, group) = self.builder.into_parts()?;
         if group.is_some() {
             return Err(ConfigError::new(
+                COMPONENT,
                 "group",
                 "is for the breakers of a `CircuitBreakerLayer`, not keyed ones",
             ));
         }
         if config.mode == Mode::Backpressure {
-            return Err(ConfigError::new(
+            return Err(ConfigError::new(COMPONENT,
                 "mode",
                 "must be `fail_fast` for a keyed breaker: the key is known only when `call` sees the request",
             ));
         }
         if self.max_keys == 0 {
-            return Err(ConfigError::new("max_keys", "must be at least 1"));
-        }
-        if self.idle_timeout.is_zero() {
             return Err(ConfigError::new(
-                "idle_timeout",
-                "must be greater than zero",
+                COMPONENT,
+                "max_keys",
+                "must be at least 1",
             ));
         }
+        non_zero(COMPONENT, "idle_timeout", self.idle_timeout)?;
         Ok(KeyedCircuitBreakerLayer {
             config: Arc::new(config),
             classify,

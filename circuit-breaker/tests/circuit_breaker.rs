@@ -1046,82 +1046,54 @@ async fn get_ref_get_mut_and_into_inner_reach_the_inner_service() {
 #[test]
 fn invalid_builder_input_is_a_typed_error_naming_the_field() {
     use watertight_circuit_breaker::Builder;
+    let b = CircuitBreakerLayer::builder;
     let cases: Vec<(&str, Builder)> = vec![
-        ("name", CircuitBreakerLayer::builder().name("")),
+        ("name", b().name("")),
+        ("failure_rate_threshold", b().failure_rate_threshold(0.0)),
+        ("failure_rate_threshold", b().failure_rate_threshold(1.5)),
         (
             "failure_rate_threshold",
-            CircuitBreakerLayer::builder().failure_rate_threshold(0.0),
+            b().failure_rate_threshold(f64::NAN),
         ),
-        (
-            "failure_rate_threshold",
-            CircuitBreakerLayer::builder().failure_rate_threshold(1.5),
-        ),
-        (
-            "failure_rate_threshold",
-            CircuitBreakerLayer::builder().failure_rate_threshold(f64::NAN),
-        ),
-        (
-            "minimum_calls",
-            CircuitBreakerLayer::builder().minimum_calls(0),
-        ),
-        (
-            "window.size",
-            CircuitBreakerLayer::builder().count_window(0),
-        ),
-        (
-            "window.size",
-            CircuitBreakerLayer::builder().count_window(usize::MAX),
-        ),
-        (
-            "window.duration",
-            CircuitBreakerLayer::builder().time_window(Duration::ZERO, 10),
-        ),
+        ("minimum_calls", b().minimum_calls(0)),
+        ("window.size", b().count_window(0)),
+        ("window.size", b().count_window(usize::MAX)),
+        ("window.duration", b().time_window(Duration::ZERO, 10)),
+        ("window.buckets", b().time_window(secs(10), 0)),
         (
             "window.buckets",
-            CircuitBreakerLayer::builder().time_window(secs(10), 0),
+            b().time_window(Duration::from_nanos(5), 10),
         ),
-        (
-            "window.buckets",
-            CircuitBreakerLayer::builder().time_window(Duration::from_nanos(5), 10),
-        ),
-        (
-            "slow_call_duration",
-            CircuitBreakerLayer::builder().slow_call_duration(Duration::ZERO),
-        ),
+        ("slow_call_duration", b().slow_call_duration(Duration::ZERO)),
         (
             "slow_call_rate_threshold",
-            CircuitBreakerLayer::builder().slow_call_rate_threshold(-0.1),
+            b().slow_call_rate_threshold(-0.1),
         ),
-        (
-            "consecutive_failures",
-            CircuitBreakerLayer::builder().consecutive_failures(0),
-        ),
-        (
-            "open_duration",
-            CircuitBreakerLayer::builder().open_duration(Duration::ZERO),
-        ),
-        (
-            "permitted_probes",
-            CircuitBreakerLayer::builder().permitted_probes(0),
-        ),
-        (
-            "permitted_probes",
-            CircuitBreakerLayer::builder().permitted_probes(70_000),
-        ),
-        (
-            "success_threshold",
-            CircuitBreakerLayer::builder().success_threshold(0),
-        ),
+        ("consecutive_failures", b().consecutive_failures(0)),
+        ("open_duration", b().open_duration(Duration::ZERO)),
+        ("permitted_probes", b().permitted_probes(0)),
+        ("permitted_probes", b().permitted_probes(70_000)),
+        ("success_threshold", b().success_threshold(0)),
         (
             "max_half_open_duration",
-            CircuitBreakerLayer::builder().max_half_open_duration(Duration::ZERO),
+            b().max_half_open_duration(Duration::ZERO),
         ),
     ];
     for (field, builder) in cases {
         let err = builder.build().expect_err(field);
-        assert_eq!(err.field(), field, "{err}");
-        assert!(err.to_string().contains(&format!("`{field}`")), "{err}");
+        assert_eq!((err.component(), err.field()), ("circuit breaker", field));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "invalid circuit breaker configuration: `{field}` {}",
+                err.reason()
+            )
+        );
     }
+    assert_eq!(
+        b().minimum_calls(0).build().unwrap_err().to_string(),
+        "invalid circuit breaker configuration: `minimum_calls` must be at least 1"
+    );
 }
 
 #[test]
