@@ -5,10 +5,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use watertight_core::config;
 use watertight_core::ErrorsAsFailures;
 
 use crate::config::{Mode, Order};
-use crate::error::{check, ConfigError};
+use crate::error::check::{self, COMPONENT};
+use crate::error::ConfigError;
 use crate::event::{Event, Listener};
 use crate::layer::AdaptiveConcurrencyLayer;
 use crate::limit::{
@@ -174,21 +176,20 @@ impl AdaptiveConfig {
     ///
     /// A [`ConfigError`] naming the first field that breaks a rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check::name(&self.name)?;
+        config::name(COMPONENT, &self.name)?;
         self.algorithm
             .validate()
-            .map_err(|e| e.within("algorithm"))?;
+            .map_err(|e| e.within(COMPONENT, "algorithm"))?;
         if let Some(w) = &self.window {
-            w.validate().map_err(|e| e.within("window"))?;
+            w.validate().map_err(|e| e.within(COMPONENT, "window"))?;
             if self.algorithm.is_envoy() {
-                return Err(ConfigError::new(
+                return Err(check::invalid(
                     "window",
                     "must be off for the `envoy` algorithm, which aggregates its own samples",
                 ));
             }
         }
-        check::at_most("max_queue", self.max_queue, check::MAX_LIMIT)?;
-        check::non_zero("max_wait", self.max_wait)
+        check::queue(self.max_queue, self.max_wait)
     }
 
     fn factory(&self) -> Factory {
@@ -339,9 +340,8 @@ impl<C> AdaptiveBuilder<C> {
     pub fn build(self) -> Result<AdaptiveConcurrencyLayer<C>, ConfigError> {
         let factory = match self.algorithm {
             Some((factory, _)) => {
-                check::name(&self.config.name)?;
-                check::at_most("max_queue", self.config.max_queue, check::MAX_LIMIT)?;
-                check::non_zero("max_wait", self.config.max_wait)?;
+                config::name(COMPONENT, &self.config.name)?;
+                check::queue(self.config.max_queue, self.config.max_wait)?;
                 factory
             }
             None => {

@@ -45,10 +45,12 @@ use metrics::{Counter, Gauge, Label};
 use rand::rngs::SmallRng;
 use rand::Rng;
 use tokio::time::Instant;
+use watertight_core::config;
 use watertight_core::window::{Outcome, TimeWindow};
 use watertight_core::{ErrorsAsFailures, ResponseClass};
 
-use crate::error::{check, ConfigError, Throttled};
+use crate::error::check::{self, COMPONENT};
+use crate::error::{ConfigError, Throttled};
 use crate::event::{self, Event, Listener};
 use crate::layer::AdmissionLayer;
 use crate::limiter::TARGET;
@@ -123,15 +125,15 @@ impl AdmissionConfig {
     ///
     /// A [`ConfigError`] naming the first field that breaks a rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check::name(&self.name)?;
-        check::in_range("k", self.k, 1.0, 1e6)?;
+        config::name(COMPONENT, &self.name)?;
+        config::within_range(COMPONENT, "k", self.k, 1.0, 1e6)?;
         if self.window.as_nanos() < BUCKETS as u128 {
-            return Err(ConfigError::new(
+            return Err(check::invalid(
                 "window",
                 format!("must be at least {BUCKETS} ns, got {:?}", self.window),
             ));
         }
-        check::fraction("max_probability", self.max_probability)
+        config::fraction(COMPONENT, "max_probability", self.max_probability)
     }
 }
 

@@ -6,7 +6,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::error::{check, ConfigError};
+use watertight_core::config;
+
+use crate::error::check::{self, COMPONENT};
+use crate::error::ConfigError;
 use crate::event::{Event, Listener};
 use crate::layer::BulkheadLayer;
 
@@ -128,11 +131,9 @@ impl BulkheadConfig {
     ///
     /// A [`ConfigError`] naming the first field that breaks a rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check::name(&self.name)?;
+        config::name(COMPONENT, &self.name)?;
         check::limit("max_concurrent", self.max_concurrent)?;
-        check::at_most("max_queue", self.max_queue, check::MAX_LIMIT)?;
-        check::non_zero("max_wait", self.max_wait)?;
-        Ok(())
+        check::queue(self.max_queue, self.max_wait)
     }
 }
 

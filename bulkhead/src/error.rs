@@ -17,7 +17,6 @@
 //! `http::ErrorResponse` turns them into a
 //! `503 Service Unavailable` with a `Retry-After` header.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -165,126 +164,56 @@ impl fmt::Display for Throttled {
 
 impl std::error::Error for Throttled {}
 
-/// An invalid configuration, naming the field at fault.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    field: Cow<'static, str>,
-    reason: Cow<'static, str>,
-}
+/// An invalid configuration, naming the field at fault: the configuration
+/// error every watertight layer shares, with the component `bulkhead`.
+pub use watertight_core::ConfigError;
 
-impl ConfigError {
-    pub(crate) fn new(
-        field: impl Into<Cow<'static, str>>,
-        reason: impl Into<Cow<'static, str>>,
-    ) -> Self {
-        ConfigError {
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
-
-    /// Prefixes the field with its parent (`algorithm.min_limit`).
-    pub(crate) fn within(self, parent: &str) -> Self {
-        ConfigError {
-            field: format!("{parent}.{}", self.field).into(),
-            reason: self.reason,
-        }
-    }
-
-    /// The configuration field at fault, as spelled in the builder and the
-    /// serde configuration (`algorithm.min_limit` for a nested one).
-    pub fn field(&self) -> &str {
-        &self.field
-    }
-
-    /// What is wrong with it.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid bulkhead configuration: `{}` {}",
-            self.field, self.reason
-        )
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// The validation rules the configurations share.
+/// The validation rules the configurations share, beyond
+/// [`watertight_core::config`]'s.
 pub(crate) mod check {
+    use std::borrow::Cow;
     use std::time::Duration;
 
+    use watertight_core::config;
+
     use super::ConfigError;
+
+    /// The component every [`ConfigError`] of this crate names.
+    pub(crate) const COMPONENT: &str = "bulkhead";
 
     /// The largest concurrency limit and queue accepted: the permit word
     /// counts in 32 bits and must never overflow.
     pub(crate) const MAX_LIMIT: u32 = 1 << 30;
 
+    /// An error in `field` of a bulkhead configuration.
+    pub(crate) fn invalid(
+        field: impl Into<Cow<'static, str>>,
+        reason: impl Into<Cow<'static, str>>,
+    ) -> ConfigError {
+        ConfigError::new(COMPONENT, field, reason)
+    }
+
+    /// A concurrency limit: in `1..=MAX_LIMIT`.
     pub(crate) fn limit(field: &'static str, v: u32) -> Result<(), ConfigError> {
-        if v == 0 || v > MAX_LIMIT {
-            Err(ConfigError::new(
-                field,
-                format!("must be in 1..={MAX_LIMIT}, got {v}"),
-            ))
-        } else {
-            Ok(())
-        }
+        config::count(COMPONENT, field, v.into(), MAX_LIMIT.into())
     }
 
-    pub(crate) fn at_most(field: &'static str, v: u32, max: u32) -> Result<(), ConfigError> {
-        if v > max {
-            Err(ConfigError::new(
-                field,
-                format!("must be at most {max}, got {v}"),
-            ))
-        } else {
-            Ok(())
+    /// The queue of a limiter: `max_queue` at most `MAX_LIMIT`, `max_wait`
+    /// not zero.
+    pub(crate) fn queue(max_queue: u32, max_wait: Duration) -> Result<(), ConfigError> {
+        if max_queue > MAX_LIMIT {
+            return Err(invalid(
+                "max_queue",
+                format!("must be at most {MAX_LIMIT}, got {max_queue}"),
+            ));
         }
+        config::non_zero(COMPONENT, "max_wait", max_wait)
     }
 
-    pub(crate) fn fraction(field: &'static str, v: f64) -> Result<(), ConfigError> {
-        if v > 0.0 && v <= 1.0 {
-            Ok(())
-        } else {
-            Err(ConfigError::new(
-                field,
-                format!("must be a fraction in (0, 1], got {v}"),
-            ))
-        }
-    }
-
-    pub(crate) fn in_range(
-        field: &'static str,
-        v: f64,
-        lo: f64,
-        hi: f64,
-    ) -> Result<(), ConfigError> {
-        if v.is_finite() && v >= lo && v <= hi {
-            Ok(())
-        } else {
-            Err(ConfigError::new(
-                field,
-                format!("must be in [{lo}, {hi}], got {v}"),
-            ))
-        }
-    }
-
-    pub(crate) fn non_zero(field: &'static str, d: Duration) -> Result<(), ConfigError> {
-        if d.is_zero() {
-            Err(ConfigError::new(field, "must be greater than zero"))
-        } else {
-            Ok(())
-        }
-    }
-
-    pub(crate) fn name(name: &str) -> Result<(), ConfigError> {
-        if name.is_empty() {
-            Err(ConfigError::new("name", "must not be empty"))
+    /// A count of samples or steps: at least 1.
+    pub(crate) fn at_least_one(field: &'static str, v: u32) -> Result<(), ConfigError> {
+        if v == 0 {
+            Err(invalid(field, "must be at least 1"))
         } else {
             Ok(())
         }
@@ -295,13 +224,13 @@ pub(crate) mod check {
         limit("min_limit", min)?;
         limit("max_limit", max)?;
         if min > max {
-            return Err(ConfigError::new(
+            return Err(invalid(
                 "min_limit",
                 format!("must not exceed `max_limit` ({max}), got {min}"),
             ));
         }
         if initial < min || initial > max {
-            return Err(ConfigError::new(
+            return Err(invalid(
                 "initial_limit",
                 format!("must be in `min_limit..=max_limit` ({min}..={max}), got {initial}"),
             ));

@@ -26,9 +26,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Label};
+use watertight_core::config;
 
 use crate::criticality::Criticality;
-use crate::error::{check, ConfigError, Full, Reason};
+use crate::error::check::{self, COMPONENT};
+use crate::error::{ConfigError, Full, Reason};
 use crate::event::{Cause, Event, LimitChanged, Listener, Rejected};
 use crate::gate::{Gate, Refusal};
 use crate::layer::PartitionedBulkheadLayer;
@@ -157,40 +159,36 @@ impl PartitionedConfig {
     /// A [`ConfigError`] naming the first field that breaks a rule
     /// (`partitions[1].share` for a partition's).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check::name(&self.name)?;
+        config::name(COMPONENT, &self.name)?;
         check::limit("limit", self.limit)?;
         let mut sum = 0.0;
         for (i, p) in self.partitions.iter().enumerate() {
             if p.name.is_empty() {
-                return Err(ConfigError::new(
+                return Err(check::invalid(
                     format!("partitions[{i}].name"),
                     "must not be empty",
                 ));
             }
             if self.partitions[..i].iter().any(|q| q.name == p.name) {
-                return Err(ConfigError::new(
+                return Err(check::invalid(
                     format!("partitions[{i}].name"),
                     format!("must be unique; {:?} appears twice", p.name),
                 ));
             }
-            if !(p.share > 0.0 && p.share <= 1.0) {
-                return Err(ConfigError::new(
-                    format!("partitions[{i}].share"),
-                    format!("must be a fraction in (0, 1], got {}", p.share),
-                ));
-            }
+            config::fraction(COMPONENT, "share", p.share)
+                .map_err(|e| e.within(COMPONENT, &format!("partitions[{i}]")))?;
             sum += p.share;
         }
         if sum > 1.0 + 1e-9 {
-            return Err(ConfigError::new(
+            return Err(check::invalid(
                 "partitions",
                 format!("shares must add up to at most 1, got {sum}"),
             ));
         }
-        check::fraction("sheddable_fraction", self.sheddable_fraction)?;
-        check::fraction("default_fraction", self.default_fraction)?;
+        config::fraction(COMPONENT, "sheddable_fraction", self.sheddable_fraction)?;
+        config::fraction(COMPONENT, "default_fraction", self.default_fraction)?;
         if self.sheddable_fraction > self.default_fraction {
-            return Err(ConfigError::new(
+            return Err(check::invalid(
                 "sheddable_fraction",
                 format!(
                     "must not exceed `default_fraction` ({}), got {}",

@@ -283,6 +283,11 @@ fn configuration_validation_names_the_nested_field() {
     config.algorithm = AlgorithmConfig::Vegas(vegas);
     let err = AdaptiveConcurrencyLayer::from_config(config).unwrap_err();
     assert_eq!(err.field(), "algorithm.beta");
+    assert_eq!(err.component(), "bulkhead");
+    assert_eq!(
+        err.to_string(),
+        "invalid bulkhead configuration: `algorithm.beta` must be at least `alpha` (3), got 1"
+    );
 
     let mut config = AdaptiveConfig::default();
     config.algorithm = AlgorithmConfig::Envoy(Default::default());

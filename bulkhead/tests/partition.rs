@@ -404,6 +404,10 @@ fn invalid_configuration_names_the_field() {
     assert_eq!(err(b().limit(0)), "limit");
     assert_eq!(err(b().partition("a", 0.0)), "partitions[0].share");
     assert_eq!(
+        b().partition("a", 1.5).build().unwrap_err().to_string(),
+        "invalid bulkhead configuration: `partitions[0].share` must be a fraction in (0, 1], got 1.5"
+    );
+    assert_eq!(
         err(b().partition("a", 0.5).partition("", 0.1)),
         "partitions[1].name"
     );

@@ -10,8 +10,11 @@
 
 use std::time::Duration;
 
+use watertight_core::config;
+
 use super::{LimitAlgorithm, Sample};
-use crate::error::{check, ConfigError};
+use crate::error::check::{self, COMPONENT};
+use crate::error::ConfigError;
 
 /// The configuration of [`Aimd`]; the defaults are Netflix's.
 ///
@@ -61,12 +64,12 @@ impl AimdConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         check::limits(self.min_limit, self.initial_limit, self.max_limit)?;
         if !(0.5..1.0).contains(&self.backoff_ratio) {
-            return Err(ConfigError::new(
+            return Err(check::invalid(
                 "backoff_ratio",
                 format!("must be in [0.5, 1.0), got {}", self.backoff_ratio),
             ));
         }
-        check::non_zero("timeout", self.timeout)
+        config::non_zero(COMPONENT, "timeout", self.timeout)
     }
 }
 

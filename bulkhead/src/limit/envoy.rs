@@ -43,9 +43,11 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::Rng;
 use tokio::time::Instant;
+use watertight_core::config;
 
 use super::{percentile, LimitAlgorithm, Sample};
-use crate::error::{check, ConfigError};
+use crate::error::check::{self, COMPONENT};
+use crate::error::ConfigError;
 
 /// The configuration of [`EnvoyGradient`]; the defaults are Envoy's.
 ///
@@ -123,12 +125,12 @@ impl EnvoyGradientConfig {
     ///
     /// A [`ConfigError`] naming the first field that breaks a rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check::non_zero("update_interval", self.update_interval)?;
-        check::fraction("sample_percentile", self.sample_percentile)?;
+        config::non_zero(COMPONENT, "update_interval", self.update_interval)?;
+        config::fraction(COMPONENT, "sample_percentile", self.sample_percentile)?;
         check::limit("min_concurrency", self.min_concurrency)?;
         check::limit("max_limit", self.max_limit)?;
         if self.max_limit < self.min_concurrency {
-            return Err(ConfigError::new(
+            return Err(check::invalid(
                 "max_limit",
                 format!(
                     "must be at least `min_concurrency` ({}), got {}",
@@ -136,16 +138,14 @@ impl EnvoyGradientConfig {
                 ),
             ));
         }
-        check::non_zero("min_rtt_interval", self.min_rtt_interval)?;
-        check::in_range("jitter", self.jitter, 0.0, 1.0)?;
-        if self.request_count == 0 {
-            return Err(ConfigError::new("request_count", "must be at least 1"));
-        }
-        check::in_range("buffer", self.buffer, 0.0, 10.0)?;
+        config::non_zero(COMPONENT, "min_rtt_interval", self.min_rtt_interval)?;
+        config::within_range(COMPONENT, "jitter", self.jitter, 0.0, 1.0)?;
+        check::at_least_one("request_count", self.request_count)?;
+        config::within_range(COMPONENT, "buffer", self.buffer, 0.0, 10.0)?;
         if let Some(d) = self.fixed_min_rtt {
-            check::non_zero("fixed_min_rtt", d)?;
+            config::non_zero(COMPONENT, "fixed_min_rtt", d)?;
         }
-        check::in_range("backoff_ratio", self.backoff_ratio, 0.5, 1.0)
+        config::within_range(COMPONENT, "backoff_ratio", self.backoff_ratio, 0.5, 1.0)
     }
 }
 

@@ -25,8 +25,11 @@
 //! multiplies the limit by `backoff_ratio` (default 0.9) and leaves the RTT
 //! average alone. `backoff_ratio = 1.0` ignores drops as Netflix does.
 
+use watertight_core::config;
+
 use super::{ExpAvg, LimitAlgorithm, Sample};
-use crate::error::{check, ConfigError};
+use crate::error::check::{self, COMPONENT};
+use crate::error::ConfigError;
 
 /// How much the limit may grow per update while latency is low.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,12 +125,10 @@ impl Gradient2Config {
     /// A [`ConfigError`] naming the first field that breaks a rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check::limits(self.min_limit, self.initial_limit, self.max_limit)?;
-        check::fraction("smoothing", self.smoothing)?;
-        check::in_range("tolerance", self.tolerance, 1.0, 100.0)?;
-        if self.long_window == 0 {
-            return Err(ConfigError::new("long_window", "must be at least 1"));
-        }
-        check::in_range("backoff_ratio", self.backoff_ratio, 0.5, 1.0)
+        config::fraction(COMPONENT, "smoothing", self.smoothing)?;
+        config::within_range(COMPONENT, "tolerance", self.tolerance, 1.0, 100.0)?;
+        check::at_least_one("long_window", self.long_window)?;
+        config::within_range(COMPONENT, "backoff_ratio", self.backoff_ratio, 0.5, 1.0)
     }
 }
 

@@ -29,9 +29,11 @@ use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::Rng;
+use watertight_core::config;
 
 use super::{LimitAlgorithm, Sample};
-use crate::error::{check, ConfigError};
+use crate::error::check::{self, COMPONENT};
+use crate::error::ConfigError;
 
 /// The configuration of [`Vegas`]; the defaults are Netflix's.
 ///
@@ -93,12 +95,10 @@ impl VegasConfig {
     /// A [`ConfigError`] naming the first field that breaks a rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check::limits(self.min_limit, self.initial_limit, self.max_limit)?;
-        check::fraction("smoothing", self.smoothing)?;
-        if self.alpha == 0 {
-            return Err(ConfigError::new("alpha", "must be at least 1"));
-        }
+        config::fraction(COMPONENT, "smoothing", self.smoothing)?;
+        check::at_least_one("alpha", self.alpha)?;
         if self.beta < self.alpha {
-            return Err(ConfigError::new(
+            return Err(check::invalid(
                 "beta",
                 format!(
                     "must be at least `alpha` ({}), got {}",
@@ -106,9 +106,7 @@ impl VegasConfig {
                 ),
             ));
         }
-        if self.probe_multiplier == 0 {
-            return Err(ConfigError::new("probe_multiplier", "must be at least 1"));
-        }
+        check::at_least_one("probe_multiplier", self.probe_multiplier)?;
         Ok(())
     }
 }

@@ -28,9 +28,11 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
+use watertight_core::config;
 
 use super::{percentile, LimitAlgorithm, Sample};
-use crate::error::{check, ConfigError};
+use crate::error::check::{self, COMPONENT};
+use crate::error::ConfigError;
 
 /// The configuration of [`Windowed`]; the defaults are Netflix's.
 ///
@@ -81,9 +83,9 @@ impl WindowConfig {
     ///
     /// A [`ConfigError`] naming the first field that breaks a rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check::non_zero("min_window", self.min_window)?;
+        config::non_zero(COMPONENT, "min_window", self.min_window)?;
         if self.max_window < self.min_window {
-            return Err(ConfigError::new(
+            return Err(check::invalid(
                 "max_window",
                 format!(
                     "must be at least `min_window` ({:?}), got {:?}",
@@ -91,11 +93,9 @@ impl WindowConfig {
                 ),
             ));
         }
-        if self.min_samples == 0 {
-            return Err(ConfigError::new("min_samples", "must be at least 1"));
-        }
+        check::at_least_one("min_samples", self.min_samples)?;
         if let Some(p) = self.percentile {
-            check::fraction("percentile", p)?;
+            config::fraction(COMPONENT, "percentile", p)?;
         }
         Ok(())
     }
