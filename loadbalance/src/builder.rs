@@ -8,7 +8,8 @@ use tower_service::Service;
 use watertight_core::{BoxError, Change, Classify, Endpoint, ErrorsAsFailures, Locality};
 
 use crate::config::{
-    Config, Load, LocalityPolicy, Maglev, PeakEwma, Pick, RingHash, SlowStart, Subsets, ZoneAware,
+    err, Config, Load, LocalityPolicy, Maglev, PeakEwma, Pick, RingHash, SlowStart, Subsets,
+    ZoneAware,
 };
 use crate::error::ConfigError;
 use crate::event::{Event, Listener};
@@ -288,10 +289,7 @@ impl<C, H> Builder<C, H> {
         if matches!(self.config.locality, LocalityPolicy::ZoneAware(_))
             && self.local_cluster.is_none()
         {
-            return Err(ConfigError::new(
-                "local_cluster",
-                "must be given for zone-aware routing",
-            ));
+            return Err(err("local_cluster", "must be given for zone-aware routing"));
         }
         Ok(Balancer::from_parts(
             self.config,
@@ -320,7 +318,7 @@ impl<C, H> Builder<C, H> {
         if self.local_cluster.is_some()
             || matches!(self.config.locality, LocalityPolicy::ZoneAware(_))
         {
-            return Err(ConfigError::new(
+            return Err(err(
                 "local_cluster",
                 "cannot be shared by the balancers of a layer; use Builder::build",
             ));

@@ -2,11 +2,13 @@
 //! [`Config::validate`], built with a [`Builder`](crate::Builder) or read
 //! with serde (feature `serde`).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
+use watertight_core::config::{count, fraction, name, non_zero, within_range};
 use watertight_core::Locality;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, COMPONENT};
 use crate::outlier::OutlierDetection;
 
 /// The largest ring a ring-hash table may have (Envoy's cap).
@@ -463,10 +465,12 @@ impl SlowStart {
     }
 }
 
-fn err(field: &'static str, reason: impl Into<std::borrow::Cow<'static, str>>) -> ConfigError {
-    ConfigError::new(field, reason)
+/// An error in `field` of the balancer's configuration.
+pub(crate) fn err(field: &'static str, reason: impl Into<Cow<'static, str>>) -> ConfigError {
+    ConfigError::new(COMPONENT, field, reason)
 }
 
+/// `v` must be a percentage in `[0, 100]`.
 pub(crate) fn percent(field: &'static str, v: f64) -> Result<(), ConfigError> {
     if (0.0..=100.0).contains(&v) {
         Ok(())
@@ -478,11 +482,21 @@ pub(crate) fn percent(field: &'static str, v: f64) -> Result<(), ConfigError> {
     }
 }
 
-pub(crate) fn non_zero(field: &'static str, d: Duration) -> Result<(), ConfigError> {
-    if d.is_zero() {
-        Err(err(field, "must be greater than zero"))
-    } else {
+/// `v` must be finite and `> 0`.
+pub(crate) fn positive(field: &'static str, v: f64) -> Result<(), ConfigError> {
+    if v.is_finite() && v > 0.0 {
         Ok(())
+    } else {
+        Err(err(field, format!("must be finite and > 0, got {v}")))
+    }
+}
+
+/// `v` must be finite and `>= 0`.
+fn non_negative(field: &'static str, v: f64) -> Result<(), ConfigError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(err(field, format!("must be finite and >= 0, got {v}")))
     }
 }
 
@@ -526,16 +540,14 @@ impl Config {
     ///
     /// A [`ConfigError`] naming the first field that breaks a rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.name.is_empty() {
-            return Err(err("name", "must not be empty"));
-        }
-        let f = self.overprovisioning_factor;
-        if !(1.0..=100.0).contains(&f) {
-            return Err(err(
-                "overprovisioning_factor",
-                format!("must be in [1, 100], got {f}"),
-            ));
-        }
+        name(COMPONENT, &self.name)?;
+        within_range(
+            COMPONENT,
+            "overprovisioning_factor",
+            self.overprovisioning_factor,
+            1.0,
+            100.0,
+        )?;
         percent("healthy_panic_threshold", self.healthy_panic_threshold)?;
         match &self.locality {
             LocalityPolicy::ZoneAware(z) => {
@@ -551,20 +563,12 @@ impl Config {
                 ));
             }
             LocalityPolicy::ZoneAvoidance(z) => {
-                let t = z.trigger_load_per_server;
-                if !t.is_finite() || t < 0.0 {
-                    return Err(err(
-                        "locality.trigger_load_per_server",
-                        format!("must be finite and >= 0, got {t}"),
-                    ));
-                }
-                if !(z.blackout > 0.0 && z.blackout <= 1.0) {
-                    return Err(err(
-                        "locality.blackout",
-                        format!("must be a fraction in (0, 1], got {}", z.blackout),
-                    ));
-                }
-                non_zero("locality.refresh", z.refresh)?;
+                non_negative(
+                    "locality.trigger_load_per_server",
+                    z.trigger_load_per_server,
+                )?;
+                fraction(COMPONENT, "locality.blackout", z.blackout)?;
+                non_zero(COMPONENT, "locality.refresh", z.refresh)?;
             }
             _ => {}
         }
@@ -583,12 +587,7 @@ impl Config {
                         format!("{:?} is listed twice", share.value),
                     ));
                 }
-                if !(share.share > 0.0 && share.share <= 1.0) {
-                    return Err(err(
-                        "subsets.shares.share",
-                        format!("must be a fraction in (0, 1], got {}", share.share),
-                    ));
-                }
+                fraction(COMPONENT, "subsets.shares.share", share.share)?;
                 sum += share.share;
             }
             if sum > 1.0 + 1e-9 {
@@ -598,15 +597,13 @@ impl Config {
                 ));
             }
         }
-        non_zero("peak_ewma.decay", self.peak_ewma.decay)?;
-        non_zero("peak_ewma.default_rtt", self.peak_ewma.default_rtt)?;
-        let b = self.active_request_bias;
-        if !b.is_finite() || b < 0.0 {
-            return Err(err(
-                "active_request_bias",
-                format!("must be finite and >= 0, got {b}"),
-            ));
-        }
+        non_zero(COMPONENT, "peak_ewma.decay", self.peak_ewma.decay)?;
+        non_zero(
+            COMPONENT,
+            "peak_ewma.default_rtt",
+            self.peak_ewma.default_rtt,
+        )?;
+        non_negative("active_request_bias", self.active_request_bias)?;
         match self.pick {
             Pick::RingHash(r) => {
                 if r.max_ring_size > MAX_RING_SIZE {
@@ -615,15 +612,12 @@ impl Config {
                         format!("must be at most {MAX_RING_SIZE}, got {}", r.max_ring_size),
                     ));
                 }
-                if r.min_ring_size == 0 || r.min_ring_size > r.max_ring_size {
-                    return Err(err(
-                        "pick.min_ring_size",
-                        format!(
-                            "must be in 1..={}, got {}",
-                            r.max_ring_size, r.min_ring_size
-                        ),
-                    ));
-                }
+                count(
+                    COMPONENT,
+                    "pick.min_ring_size",
+                    r.min_ring_size,
+                    r.max_ring_size,
+                )?;
             }
             Pick::Maglev(m)
                 if !(7..=MAX_MAGLEV_TABLE).contains(&m.table_size) || !is_prime(m.table_size) =>
@@ -639,13 +633,8 @@ impl Config {
             _ => {}
         }
         if let Some(s) = &self.slow_start {
-            non_zero("slow_start.window", s.window)?;
-            if !s.aggression.is_finite() || s.aggression <= 0.0 {
-                return Err(err(
-                    "slow_start.aggression",
-                    format!("must be finite and > 0, got {}", s.aggression),
-                ));
-            }
+            non_zero(COMPONENT, "slow_start.window", s.window)?;
+            positive("slow_start.aggression", s.aggression)?;
             if !(s.min_weight_percent > 0.0 && s.min_weight_percent <= 100.0) {
                 return Err(err(
                     "slow_start.min_weight_percent",
@@ -758,8 +747,14 @@ mod tests {
         ];
         for (config, field) in cases {
             let e = config.validate().unwrap_err();
-            assert_eq!(e.field(), field, "{e}");
-            assert!(e.to_string().contains(field), "{e}");
+            assert_eq!((e.component(), e.field()), ("load balancer", field), "{e}");
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "invalid load balancer configuration: `{field}` {}",
+                    e.reason()
+                )
+            );
         }
     }
 }

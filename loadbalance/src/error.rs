@@ -15,7 +15,6 @@
 //! # assert!(!shed(&err));
 //! ```
 
-use std::borrow::Cow;
 use std::fmt;
 
 /// The chosen priority level was in panic (too few healthy endpoints) and
@@ -51,41 +50,10 @@ impl fmt::Display for NoHealthyEndpoints {
 
 impl std::error::Error for NoHealthyEndpoints {}
 
-/// An invalid configuration, naming the field at fault.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    field: &'static str,
-    reason: Cow<'static, str>,
-}
+/// An invalid configuration, naming the field at fault: watertight-core's
+/// [`ConfigError`](watertight_core::ConfigError), whose component is
+/// `load balancer`.
+pub use watertight_core::ConfigError;
 
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, reason: impl Into<Cow<'static, str>>) -> Self {
-        ConfigError {
-            field,
-            reason: reason.into(),
-        }
-    }
-
-    /// The configuration field at fault, as spelled in the builder and the
-    /// serde configuration (`outlier_detection.interval` for a nested one).
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-
-    /// What is wrong with it.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid load balancer configuration: `{}` {}",
-            self.field, self.reason
-        )
-    }
-}
-
-impl std::error::Error for ConfigError {}
+/// The component the balancer's configuration errors name.
+pub(crate) const COMPONENT: &str = "load balancer";

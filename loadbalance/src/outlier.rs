@@ -40,8 +40,10 @@
 
 use std::time::Duration;
 
-use crate::config::{non_zero, percent};
-use crate::error::ConfigError;
+use watertight_core::config::non_zero;
+
+use crate::config::{err, percent, positive};
+use crate::error::{ConfigError, COMPONENT};
 
 /// Outlier detection's parameters; the defaults are Envoy's, except
 /// `always_eject_one`.
@@ -143,15 +145,9 @@ impl Default for OutlierDetection {
     }
 }
 
+/// An enforcement percentage or threshold: at most 100.
 fn at_most_100(field: &'static str, v: u8) -> Result<(), ConfigError> {
-    if v > 100 {
-        Err(ConfigError::new(
-            field,
-            format!("must be a percentage in [0, 100], got {v}"),
-        ))
-    } else {
-        Ok(())
-    }
+    percent(field, v.into())
 }
 
 impl OutlierDetection {
@@ -168,13 +164,14 @@ impl OutlierDetection {
     /// A [`ConfigError`] naming the first field that breaks a rule
     /// (`outlier_detection.interval`, …).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        non_zero("outlier_detection.interval", self.interval)?;
+        non_zero(COMPONENT, "outlier_detection.interval", self.interval)?;
         non_zero(
+            COMPONENT,
             "outlier_detection.base_ejection_time",
             self.base_ejection_time,
         )?;
         if self.max_ejection() < self.base_ejection_time {
-            return Err(ConfigError::new(
+            return Err(err(
                 "outlier_detection.max_ejection_time",
                 "must be at least base_ejection_time",
             ));
@@ -184,13 +181,13 @@ impl OutlierDetection {
             self.max_ejection_percent,
         )?;
         if self.consecutive_5xx == Some(0) {
-            return Err(ConfigError::new(
+            return Err(err(
                 "outlier_detection.consecutive_5xx",
                 "must be at least 1",
             ));
         }
         if self.consecutive_gateway_failure == Some(0) {
-            return Err(ConfigError::new(
+            return Err(err(
                 "outlier_detection.consecutive_gateway_failure",
                 "must be at least 1",
             ));
@@ -216,24 +213,21 @@ impl OutlierDetection {
             self.failure_percentage_threshold,
         )?;
         if self.success_rate_request_volume == 0 {
-            return Err(ConfigError::new(
+            return Err(err(
                 "outlier_detection.success_rate_request_volume",
                 "must be at least 1",
             ));
         }
         if self.failure_percentage_request_volume == 0 {
-            return Err(ConfigError::new(
+            return Err(err(
                 "outlier_detection.failure_percentage_request_volume",
                 "must be at least 1",
             ));
         }
-        let f = self.success_rate_stdev_factor;
-        if !f.is_finite() || f <= 0.0 {
-            return Err(ConfigError::new(
-                "outlier_detection.success_rate_stdev_factor",
-                format!("must be finite and > 0, got {f}"),
-            ));
-        }
+        positive(
+            "outlier_detection.success_rate_stdev_factor",
+            self.success_rate_stdev_factor,
+        )?;
         Ok(())
     }
 

@@ -33,12 +33,15 @@ fn bad_configs_name_the_field() {
     let config: Config = toml::from_str("healthy_panic_threshold = 150.0").unwrap();
     let err = config.validate().unwrap_err();
     assert_eq!(err.field(), "healthy_panic_threshold");
+    assert_eq!(
+        err.to_string(),
+        "invalid load balancer configuration: `healthy_panic_threshold` must be a percentage in [0, 100], got 150"
+    );
     let config: Config =
         toml::from_str("outlier_detection = { enforcing_success_rate = 120 }").unwrap();
-    assert_eq!(
-        config.validate().unwrap_err().field(),
-        "outlier_detection.enforcing_success_rate"
-    );
+    let err = config.validate().unwrap_err();
+    assert_eq!(err.field(), "outlier_detection.enforcing_success_rate");
+    assert_eq!(err.reason(), "must be a percentage in [0, 100], got 120");
     let config: Config = toml::from_str("locality = { kind = \"prefer_local\" }").unwrap();
     assert_eq!(config.validate().unwrap_err().field(), "local_locality");
 }
