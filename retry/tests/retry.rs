@@ -41,11 +41,9 @@ async fn attempts_are_spaced_by_the_backoff() {
         .backoff(Backoff::exponential(MS * 100, MS * 1000).unwrap())
         .build()
         .unwrap();
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
-    handle.allow(10);
-    assert_ready_ok!(svc.poll_ready());
+    let (mut svc, mut handle) = mocked(layer);
     let start = Instant::now();
-    let call = tokio::spawn(svc.call(Req::new(7)));
+    let call = spawn_call(&mut svc, Req::new(7));
     let mut times = Vec::new();
     for i in 0..4 {
         let (req, send) = handle.next_request().await.unwrap();
@@ -64,10 +62,8 @@ async fn attempts_are_spaced_by_the_backoff() {
 #[tokio::test(start_paused = true)]
 async fn default_full_jitter_backoff_is_seeded_and_capped() {
     let layer = builder().max_attempts(4).seed(42).build().unwrap();
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
-    handle.allow(10);
-    assert_ready_ok!(svc.poll_ready());
-    let call = tokio::spawn(svc.call(Req::new(1)));
+    let (mut svc, mut handle) = mocked(layer);
+    let call = spawn_call(&mut svc, Req::new(1));
     let mut last = Instant::now();
     let mut gaps = Vec::new();
     for i in 0..4 {
@@ -104,10 +100,8 @@ async fn stops_after_max_attempts_with_the_last_error_marked() {
         .build()
         .unwrap();
     let handle_ = layer.handle();
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
-    handle.allow(10);
-    assert_ready_ok!(svc.poll_ready());
-    let call = tokio::spawn(svc.call(Req::new(1)));
+    let (mut svc, mut handle) = mocked(layer);
+    let call = spawn_call(&mut svc, Req::new(1));
     for msg in ["first", "second", "third"] {
         let (_, send) = handle.next_request().await.unwrap();
         send.send_error(msg);
@@ -135,10 +129,8 @@ async fn stops_after_max_attempts_with_the_last_error_marked() {
 #[tokio::test(start_paused = true)]
 async fn non_retryable_failures_are_returned_unmarked_after_one_attempt() {
     let layer = builder().build().unwrap();
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
-    handle.allow(10);
-    assert_ready_ok!(svc.poll_ready());
-    let call = tokio::spawn(svc.call(Req::new(1)));
+    let (mut svc, mut handle) = mocked(layer);
+    let call = spawn_call(&mut svc, Req::new(1));
     let (_, send) = handle.next_request().await.unwrap();
     send.send_response(Res::status(404));
     let res = call.await.unwrap().unwrap();
@@ -154,12 +146,10 @@ async fn non_idempotent_requests_are_never_retried() {
         .backoff(constant(1))
         .build()
         .unwrap();
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
-    handle.allow(10);
+    let (mut svc, mut handle) = mocked(layer);
 
     // Not marked: sent once, the failure ends it.
-    assert_ready_ok!(svc.poll_ready());
-    let call = tokio::spawn(svc.call(Req::new(1)));
+    let call = spawn_call(&mut svc, Req::new(1));
     let (_, send) = handle.next_request().await.unwrap();
     send.send_response(Res::status(503));
     let res = call.await.unwrap().unwrap();
@@ -173,10 +163,9 @@ async fn non_idempotent_requests_are_never_retried() {
     assert_pending!(handle.poll_request());
 
     // Marked safe: retried.
-    assert_ready_ok!(svc.poll_ready());
     let mut req = Req::new(2);
     req.insert_extension(RetrySafe);
-    let call = tokio::spawn(svc.call(req));
+    let call = spawn_call(&mut svc, req);
     let (_, send) = handle.next_request().await.unwrap();
     send.send_response(Res::status(503));
     let (again, send) = handle.next_request().await.unwrap();
@@ -188,10 +177,8 @@ async fn non_idempotent_requests_are_never_retried() {
 #[tokio::test(start_paused = true)]
 async fn server_retry_after_is_honoured() {
     let layer = builder().backoff(constant(10)).build().unwrap();
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
-    handle.allow(10);
-    assert_ready_ok!(svc.poll_ready());
-    let call = tokio::spawn(svc.call(Req::new(1)));
+    let (mut svc, mut handle) = mocked(layer);
+    let call = spawn_call(&mut svc, Req::new(1));
     let (_, send) = handle.next_request().await.unwrap();
     let start = Instant::now();
     send.send_response(Res::status(503).with_hint(Hint::RetryAfter(MS * 2000)));
@@ -204,10 +191,8 @@ async fn server_retry_after_is_honoured() {
 #[tokio::test(start_paused = true)]
 async fn server_delay_shorter_than_the_backoff_keeps_the_backoff() {
     let layer = builder().backoff(constant(300)).build().unwrap();
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
-    handle.allow(10);
-    assert_ready_ok!(svc.poll_ready());
-    let call = tokio::spawn(svc.call(Req::new(1)));
+    let (mut svc, mut handle) = mocked(layer);
+    let call = spawn_call(&mut svc, Req::new(1));
     let (_, send) = handle.next_request().await.unwrap();
     let start = Instant::now();
     send.send_response(Res::status(503).with_hint(Hint::RetryAfter(MS * 100)));
@@ -223,10 +208,8 @@ async fn server_delay_beyond_the_maximum_gives_up() {
         .max_server_delay(Duration::from_secs(5))
         .build()
         .unwrap();
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
-    handle.allow(10);
-    assert_ready_ok!(svc.poll_ready());
-    let call = tokio::spawn(svc.call(Req::new(1)));
+    let (mut svc, mut handle) = mocked(layer);
+    let call = spawn_call(&mut svc, Req::new(1));
     let (_, send) = handle.next_request().await.unwrap();
     send.send_response(Res::status(503).with_hint(Hint::RetryAfter(Duration::from_secs(6))));
     let res = call.await.unwrap().unwrap();
@@ -241,10 +224,8 @@ async fn server_delay_beyond_the_maximum_gives_up() {
 #[tokio::test(start_paused = true)]
 async fn do_not_retry_hint_stops_retries() {
     let layer = builder().build().unwrap();
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
-    handle.allow(10);
-    assert_ready_ok!(svc.poll_ready());
-    let call = tokio::spawn(svc.call(Req::new(1)));
+    let (mut svc, mut handle) = mocked(layer);
+    let call = spawn_call(&mut svc, Req::new(1));
     let (_, send) = handle.next_request().await.unwrap();
     send.send_response(Res::status(503).with_hint(Hint::DoNotRetry));
     let res = call.await.unwrap().unwrap();
@@ -264,10 +245,8 @@ async fn budget_refusal_ends_the_request_with_its_last_error() {
         .unwrap();
     let layer = builder().budget(budget).build().unwrap();
     let h = layer.handle();
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
-    handle.allow(10);
-    assert_ready_ok!(svc.poll_ready());
-    let call = tokio::spawn(svc.call(Req::new(1)));
+    let (mut svc, mut handle) = mocked(layer);
+    let call = spawn_call(&mut svc, Req::new(1));
     let (_, send) = handle.next_request().await.unwrap();
     send.send_error("refused");
     let err = call.await.unwrap().unwrap_err();
@@ -297,10 +276,8 @@ async fn outer_retry_layer_does_not_retry_what_the_inner_one_gave_up_on() {
     let stack = tower::layer::layer_fn(move |s| outer.layer(inner.layer(s)));
 
     // Errors.
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(stack.clone());
-    handle.allow(100);
-    assert_ready_ok!(svc.poll_ready());
-    let call = tokio::spawn(svc.call(Req::new(1)));
+    let (mut svc, mut handle) = mocked(stack.clone());
+    let call = spawn_call(&mut svc, Req::new(1));
     for _ in 0..2 {
         let (_, send) = handle.next_request().await.unwrap();
         send.send_error("unavailable");
@@ -312,8 +289,7 @@ async fn outer_retry_layer_does_not_retry_what_the_inner_one_gave_up_on() {
     assert_pending!(handle.poll_request());
 
     // Responses.
-    assert_ready_ok!(svc.poll_ready());
-    let call = tokio::spawn(svc.call(Req::new(2)));
+    let call = spawn_call(&mut svc, Req::new(2));
     for _ in 0..2 {
         let (_, send) = handle.next_request().await.unwrap();
         send.send_response(Res::status(503));
@@ -338,11 +314,9 @@ async fn deadline_stops_further_attempts() {
         .timeout(MS * 250)
         .build()
         .unwrap();
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
-    handle.allow(100);
-    assert_ready_ok!(svc.poll_ready());
+    let (mut svc, mut handle) = mocked(layer);
     let start = Instant::now();
-    let call = tokio::spawn(svc.call(Req::new(1)));
+    let call = spawn_call(&mut svc, Req::new(1));
     for at in [0, 100, 200] {
         let (_, send) = handle.next_request().await.unwrap();
         assert_eq!(start.elapsed(), MS * at);
@@ -364,8 +338,7 @@ async fn deadline_stops_further_attempts() {
 #[tokio::test(start_paused = true)]
 async fn no_attempt_starts_below_the_remaining_time_floor() {
     let layer = builder().min_remaining(MS * 5).build().unwrap();
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
-    handle.allow(10);
+    let (mut svc, mut handle) = mocked(layer);
     assert_ready_ok!(svc.poll_ready());
     let mut req = Req::new(1);
     req.insert_extension(Deadline::after(MS * 4));
@@ -379,11 +352,9 @@ async fn no_attempt_starts_below_the_remaining_time_floor() {
 #[tokio::test(start_paused = true)]
 async fn deadline_ends_an_attempt_in_flight() {
     let layer = builder().timeout(Duration::from_secs(1)).build().unwrap();
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
-    handle.allow(10);
-    assert_ready_ok!(svc.poll_ready());
+    let (mut svc, mut handle) = mocked(layer);
     let start = Instant::now();
-    let call = tokio::spawn(svc.call(Req::new(1)));
+    let call = spawn_call(&mut svc, Req::new(1));
     let (_, _hang) = handle.next_request().await.unwrap();
     let err = call.await.unwrap().unwrap_err();
     assert_eq!(start.elapsed(), Duration::from_secs(1));
@@ -398,11 +369,9 @@ async fn per_try_timeout_fires_and_the_attempt_is_retried() {
         .backoff(constant(10))
         .build()
         .unwrap();
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
-    handle.allow(10);
-    assert_ready_ok!(svc.poll_ready());
+    let (mut svc, mut handle) = mocked(layer);
     let start = Instant::now();
-    let call = tokio::spawn(svc.call(Req::new(1)));
+    let call = spawn_call(&mut svc, Req::new(1));
     let (_, _hang) = handle.next_request().await.unwrap();
     let (_, send) = handle.next_request().await.unwrap();
     assert_eq!(start.elapsed(), MS * 110);
@@ -418,10 +387,8 @@ async fn attempts_that_all_time_out_end_with_attempt_timed_out() {
         .backoff(constant(1))
         .build()
         .unwrap();
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
-    handle.allow(10);
-    assert_ready_ok!(svc.poll_ready());
-    let call = tokio::spawn(svc.call(Req::new(1)));
+    let (mut svc, mut handle) = mocked(layer);
+    let call = spawn_call(&mut svc, Req::new(1));
     let (_, _a) = handle.next_request().await.unwrap();
     let (_, _b) = handle.next_request().await.unwrap();
     let err = call.await.unwrap().unwrap_err();
@@ -438,11 +405,9 @@ async fn each_attempt_carries_its_own_deadline() {
         .backoff(constant(10))
         .build()
         .unwrap();
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
-    handle.allow(10);
-    assert_ready_ok!(svc.poll_ready());
+    let (mut svc, mut handle) = mocked(layer);
     let start = Instant::now();
-    let call = tokio::spawn(svc.call(Req::new(1)));
+    let call = spawn_call(&mut svc, Req::new(1));
     let (first, send) = handle.next_request().await.unwrap();
     assert_eq!(
         first.extension::<Deadline>(),
@@ -461,13 +426,11 @@ async fn each_attempt_carries_its_own_deadline() {
 #[tokio::test(start_paused = true)]
 async fn an_earlier_request_deadline_wins_over_the_layer_timeout() {
     let layer = builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
-    handle.allow(10);
-    assert_ready_ok!(svc.poll_ready());
+    let (mut svc, mut handle) = mocked(layer);
     let start = Instant::now();
     let mut req = Req::new(1);
     req.insert_extension(Deadline::after(MS * 300));
-    let call = tokio::spawn(svc.call(req));
+    let call = spawn_call(&mut svc, req);
     let (got, _hang) = handle.next_request().await.unwrap();
     assert_eq!(
         got.extension::<Deadline>(),
@@ -481,10 +444,8 @@ async fn an_earlier_request_deadline_wins_over_the_layer_timeout() {
 #[tokio::test(start_paused = true)]
 async fn all_attempts_of_a_request_share_one_attempted() {
     let layer = builder().backoff(constant(1)).build().unwrap();
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
-    handle.allow(10);
-    assert_ready_ok!(svc.poll_ready());
-    let call = tokio::spawn(svc.call(Req::new(1)));
+    let (mut svc, mut handle) = mocked(layer);
+    let call = spawn_call(&mut svc, Req::new(1));
     let (first, send) = handle.next_request().await.unwrap();
     // What a balancer does with the note.
     first
@@ -499,8 +460,7 @@ async fn all_attempts_of_a_request_share_one_attempted() {
     call.await.unwrap().unwrap();
 
     // A new request gets a fresh one.
-    assert_ready_ok!(svc.poll_ready());
-    let call = tokio::spawn(svc.call(Req::new(2)));
+    let call = spawn_call(&mut svc, Req::new(2));
     let (third, send) = handle.next_request().await.unwrap();
     assert!(third.extension::<Attempted>().unwrap().is_empty());
     send.send_response(Res::ok());
@@ -513,10 +473,8 @@ async fn disabling_through_the_handle_stops_retries() {
     let h = layer.handle();
     assert!(h.disable());
     assert!(!h.disable());
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
-    handle.allow(10);
-    assert_ready_ok!(svc.poll_ready());
-    let call = tokio::spawn(svc.call(Req::new(1)));
+    let (mut svc, mut handle) = mocked(layer);
+    let call = spawn_call(&mut svc, Req::new(1));
     let (_, send) = handle.next_request().await.unwrap();
     send.send_error("reset");
     let err = call.await.unwrap().unwrap_err();
@@ -538,19 +496,15 @@ async fn every_service_of_a_layer_shares_its_budget() {
         .backoff(constant(1))
         .build()
         .unwrap();
-    let (mut a, mut ha) = mock::spawn_layer::<Req, Res, _>(layer.clone());
-    let (mut b, mut hb) = mock::spawn_layer::<Req, Res, _>(layer.clone());
-    ha.allow(10);
-    hb.allow(10);
+    let (mut a, mut ha) = mocked(layer.clone());
+    let (mut b, mut hb) = mocked(layer.clone());
 
-    assert_ready_ok!(a.poll_ready());
-    let call = tokio::spawn(a.call(Req::new(1)));
+    let call = spawn_call(&mut a, Req::new(1));
     let (_, send) = ha.next_request().await.unwrap();
     send.send_response(Res::ok());
     call.await.unwrap().unwrap();
 
-    assert_ready_ok!(b.poll_ready());
-    let call = tokio::spawn(b.call(Req::new(2)));
+    let call = spawn_call(&mut b, Req::new(2));
     let (_, send) = hb.next_request().await.unwrap();
     send.send_error("first");
     // Two half-deposits make one retry.
@@ -575,10 +529,8 @@ async fn a_cancelled_request_gives_back_what_it_took_from_the_budget() {
         .backoff(constant(1000))
         .build()
         .unwrap();
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
-    handle.allow(10);
-    assert_ready_ok!(svc.poll_ready());
-    let call = tokio::spawn(svc.call(Req::new(1)));
+    let (mut svc, mut handle) = mocked(layer);
+    let call = spawn_call(&mut svc, Req::new(1));
     let (_, send) = handle.next_request().await.unwrap();
     assert_eq!(budget.active_requests(), 1);
     send.send_error("reset");
@@ -609,10 +561,8 @@ async fn metrics_count_requests_attempts_retries_and_budget_exhaustion() {
             .build()
             .unwrap()
     });
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
-    handle.allow(10);
-    assert_ready_ok!(svc.poll_ready());
-    let call = tokio::spawn(svc.call(Req::new(1)));
+    let (mut svc, mut handle) = mocked(layer);
+    let call = spawn_call(&mut svc, Req::new(1));
     // One retry from the reserve (1/s over 1 s), then the budget is empty.
     for _ in 0..2 {
         let (_, send) = handle.next_request().await.unwrap();
@@ -803,10 +753,9 @@ async fn requests_that_are_not_clone_are_copied_by_a_clone_request_strategy() {
         .build()
         .unwrap();
     let (mut svc, mut handle) = mock::spawn_layer::<Upload, Res, _>(layer);
-    handle.allow(10);
+    handle.allow(100);
 
-    assert_ready_ok!(svc.poll_ready());
-    let call = tokio::spawn(svc.call(Upload { bytes: vec![1, 2] }));
+    let call = spawn_call(&mut svc, Upload { bytes: vec![1, 2] });
     let (_, send) = handle.next_request().await.unwrap();
     send.send_response(Res::status(503));
     let (again, send) = handle.next_request().await.unwrap();
@@ -814,8 +763,7 @@ async fn requests_that_are_not_clone_are_copied_by_a_clone_request_strategy() {
     send.send_response(Res::ok());
     assert_eq!(call.await.unwrap().unwrap().status, 200);
 
-    assert_ready_ok!(svc.poll_ready());
-    let call = tokio::spawn(svc.call(Upload { bytes: vec![0; 64] }));
+    let call = spawn_call(&mut svc, Upload { bytes: vec![0; 64] });
     let (_, send) = handle.next_request().await.unwrap();
     send.send_response(Res::status(503));
     let res = call.await.unwrap().unwrap();
@@ -829,10 +777,8 @@ async fn requests_that_are_not_clone_are_copied_by_a_clone_request_strategy() {
 #[tokio::test(start_paused = true)]
 async fn one_attempt_means_no_retries_and_says_so() {
     let layer = builder().max_attempts(1).build().unwrap();
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
-    handle.allow(10);
-    assert_ready_ok!(svc.poll_ready());
-    let call = tokio::spawn(svc.call(Req::new(1)));
+    let (mut svc, mut handle) = mocked(layer);
+    let call = spawn_call(&mut svc, Req::new(1));
     let (_, send) = handle.next_request().await.unwrap();
     send.send_error("reset");
     let err = call.await.unwrap().unwrap_err();

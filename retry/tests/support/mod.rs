@@ -1,12 +1,16 @@
 //! Shared pieces of the retry tests: request and response types that carry
-//! extensions, a classifier and hint reader for them, and a policy.
+//! extensions, a classifier and hint reader for them, policies, and a mock
+//! backend to drive a layer.
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::Arc;
-
-use parking_lot::Mutex;
 use std::time::Duration;
 
+use parking_lot::Mutex;
+use tokio::task::JoinHandle;
+use tokio_test::assert_ready_ok;
+use tower::{Layer, Service};
+use tower_test::mock::{self, Mock, Spawn};
 use watertight_core::classify::{classify_fn, ClassifyFn};
 use watertight_core::{BoxError, Extensions, Hint, ResponseClass};
 use watertight_retry::event::Event;
@@ -142,4 +146,27 @@ impl Events {
     pub fn take(&self) -> Vec<Event> {
         std::mem::take(&mut *self.0.lock())
     }
+}
+
+/// `layer` over a mock backend, ready for up to 100 requests.
+pub fn mocked<L>(layer: L) -> (Spawn<L::Service>, mock::Handle<Req, Res>)
+where
+    L: Layer<Mock<Req, Res>>,
+{
+    let (svc, mut handle) = mock::spawn_layer(layer);
+    handle.allow(100);
+    (svc, handle)
+}
+
+/// Sends `req` through the service, which must be ready, on a task of its
+/// own, so the test can answer the backend's requests meanwhile.
+pub fn spawn_call<S, R>(svc: &mut Spawn<S>, req: R) -> JoinHandle<Result<S::Response, S::Error>>
+where
+    S: Service<R>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+    S::Error: std::fmt::Debug + Send + 'static,
+{
+    assert_ready_ok!(svc.poll_ready());
+    tokio::spawn(svc.call(req))
 }
