@@ -10,8 +10,9 @@ use watertight_core::{config, Backoff};
 
 use crate::budget::{AnyBudget, Budget, BudgetConfig};
 use crate::error::{invalid, ConfigError, COMPONENT};
-use crate::event::{Event, Listener};
+use crate::event::Event;
 use crate::layer::RetryLayer;
+use crate::parts::{LayerConfig, Parts};
 use crate::policy::StandardPolicy;
 
 /// The most attempts accepted for one request.
@@ -136,28 +137,31 @@ impl Config {
     }
 }
 
-type MakeBudget<B> = Box<dyn FnOnce(&Config) -> Result<Arc<B>, ConfigError> + Send>;
+impl LayerConfig for Config {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn budget_config(&self) -> BudgetConfig {
+        self.budget.clone()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        Config::validate(self)
+    }
+}
 
 /// Builds a [`RetryLayer`]; see [`Config`] for every field and its default.
 ///
 /// Setters never fail; [`build`](Builder::build) validates and names the
 /// first field at fault.
 pub struct Builder<B = AnyBudget, P = StandardPolicy> {
-    config: Config,
-    budget: MakeBudget<B>,
-    budget_given: bool,
-    policy: P,
-    listener: Option<Listener>,
+    parts: Parts<Config, B, P>,
 }
 
 impl<B, P: fmt::Debug> fmt::Debug for Builder<B, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builder")
-            .field("config", &self.config)
-            .field("budget_given", &self.budget_given)
-            .field("policy", &self.policy)
-            .field("on_event", &self.listener.is_some())
-            .finish()
+        self.parts.debug(f, "Builder")
     }
 }
 
@@ -171,11 +175,7 @@ impl Builder {
     /// A builder with the defaults of [`Config`] and [`StandardPolicy`].
     pub fn new() -> Self {
         Builder {
-            config: Config::default(),
-            budget: Box::new(|c: &Config| c.budget.build(&c.name).map(Arc::new)),
-            budget_given: false,
-            policy: StandardPolicy::new(),
-            listener: None,
+            parts: Parts::new(Config::default(), StandardPolicy::new()),
         }
     }
 }
@@ -186,7 +186,7 @@ impl<P> Builder<AnyBudget, P> {
     ///
     /// [`RatioBudget`]: crate::budget::RatioBudget
     pub fn budget_config(mut self, budget: BudgetConfig) -> Self {
-        self.config.budget = budget;
+        self.parts.config.budget = budget;
         self
     }
 }
@@ -195,57 +195,57 @@ impl<B, P> Builder<B, P> {
     /// Starts from `config` instead of the defaults (later setters still
     /// apply).
     pub fn config(mut self, config: Config) -> Self {
-        self.config = config;
+        self.parts.config = config;
         self
     }
 
     /// The instance name (default `retry`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.config.name = name.into();
+        self.parts.config.name = name.into();
         self
     }
 
     /// Attempts per request, the first included (default 3).
     pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.config.max_attempts = attempts;
+        self.parts.config.max_attempts = attempts;
         self
     }
 
     /// The wait before each retry (default full jitter, 25 ms to 250 ms).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.config.backoff = backoff;
+        self.parts.config.backoff = backoff;
         self
     }
 
     /// The longest delay a server may ask for (default 300 s).
     pub fn max_server_delay(mut self, delay: Duration) -> Self {
-        self.config.max_server_delay = delay;
+        self.parts.config.max_server_delay = delay;
         self
     }
 
     /// An overall deadline for each request, across its attempts (default
     /// none).
     pub fn timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.config.timeout = timeout.into();
+        self.parts.config.timeout = timeout.into();
         self
     }
 
     /// No attempt starts with less than this left before the deadline
     /// (default 5 ms).
     pub fn min_remaining(mut self, floor: Duration) -> Self {
-        self.config.min_remaining = floor;
+        self.parts.config.min_remaining = floor;
         self
     }
 
     /// A timeout for each attempt (default none).
     pub fn per_try_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.config.per_try_timeout = timeout.into();
+        self.parts.config.per_try_timeout = timeout.into();
         self
     }
 
     /// Seeds the backoff jitter, for reproducible runs.
     pub fn seed(mut self, seed: u64) -> Self {
-        self.config.seed = Some(seed);
+        self.parts.config.seed = Some(seed);
         self
     }
 
@@ -257,11 +257,7 @@ impl<B, P> Builder<B, P> {
     /// A budget shared with other layers, or kept to be watched.
     pub fn shared_budget<B2: Budget>(self, budget: Arc<B2>) -> Builder<B2, P> {
         Builder {
-            config: self.config,
-            budget: Box::new(move |_| Ok(budget)),
-            budget_given: true,
-            policy: self.policy,
-            listener: self.listener,
+            parts: self.parts.shared_budget(budget),
         }
     }
 
@@ -272,11 +268,7 @@ impl<B, P> Builder<B, P> {
 
     fn map_policy<P2>(self, f: impl FnOnce(P) -> P2) -> Builder<B, P2> {
         Builder {
-            config: self.config,
-            budget: self.budget,
-            budget_given: self.budget_given,
-            policy: f(self.policy),
-            listener: self.listener,
+            parts: self.parts.map_policy(f),
         }
     }
 
@@ -285,7 +277,7 @@ impl<B, P> Builder<B, P> {
     where
         F: Fn(&Event) + Send + Sync + 'static,
     {
-        self.listener = Some(Arc::new(listener));
+        self.parts.on_event(listener);
         self
     }
 
@@ -300,14 +292,7 @@ impl<B, P> Builder<B, P> {
         B: Budget,
         P: Send + Sync + 'static,
     {
-        self.config.validate()?;
-        let budget = (self.budget)(&self.config)?;
-        Ok(RetryLayer::from_parts(
-            self.config,
-            budget,
-            self.policy,
-            self.listener,
-        ))
+        self.parts.build().map(RetryLayer::from_parts)
     }
 }
 

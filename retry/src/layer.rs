@@ -6,8 +6,8 @@ use tower_layer::Layer;
 use crate::budget::{AnyBudget, Budget};
 use crate::config::{Builder, Config};
 use crate::error::ConfigError;
-use crate::event::Listener;
 use crate::handle::RetryHandle;
+use crate::parts::Built;
 use crate::policy::StandardPolicy;
 use crate::service::Retry;
 use crate::shared::Shared;
@@ -72,14 +72,9 @@ impl RetryLayer {
 }
 
 impl<B: Budget, P: Send + Sync + 'static> RetryLayer<B, P> {
-    pub(crate) fn from_parts(
-        config: Config,
-        budget: Arc<B>,
-        policy: P,
-        listener: Option<Listener>,
-    ) -> Self {
+    pub(crate) fn from_parts(parts: Built<Config, B, P>) -> Self {
         RetryLayer {
-            shared: Arc::new(Shared::new(config, budget, policy, listener)),
+            shared: Arc::new(Shared::new(parts)),
         }
     }
 

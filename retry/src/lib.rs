@@ -104,6 +104,7 @@ mod handle;
 pub mod hedge;
 mod layer;
 pub mod mark;
+mod parts;
 pub mod policy;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]

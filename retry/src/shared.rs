@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::event::{self, Event, Listener};
 use crate::handle::{Observe, Snapshot};
 use crate::mark::Reason;
+use crate::parts::Built;
 
 pub(crate) struct Shared<B, P> {
     pub(crate) name: Arc<str>,
@@ -62,12 +63,13 @@ impl Metrics {
 }
 
 impl<B: Budget, P> Shared<B, P> {
-    pub(crate) fn new(
-        config: Config,
-        budget: Arc<B>,
-        policy: P,
-        listener: Option<Listener>,
-    ) -> Self {
+    pub(crate) fn new(parts: Built<Config, B, P>) -> Self {
+        let Built {
+            config,
+            budget,
+            policy,
+            listener,
+        } = parts;
         let rng = match config.seed {
             Some(seed) => SmallRng::seed_from_u64(seed),
             None => SmallRng::from_rng(&mut rand::rng()),

@@ -282,15 +282,21 @@ pub enum BudgetConfig {
 impl Default for BudgetConfig {
     /// A [`RatioBudget`] with Finagle's defaults.
     fn default() -> Self {
-        BudgetConfig::Ratio {
-            ratio: ratio::DEFAULT_RATIO,
-            min_per_sec: ratio::DEFAULT_MIN_PER_SEC,
-            ttl: ratio::DEFAULT_TTL,
-        }
+        BudgetConfig::ratio(ratio::DEFAULT_RATIO)
     }
 }
 
 impl BudgetConfig {
+    /// A [`RatioBudget`] of `ratio`, with Finagle's 10 retries per second
+    /// over 10 s.
+    pub(crate) fn ratio(ratio: f64) -> Self {
+        BudgetConfig::Ratio {
+            ratio,
+            min_per_sec: ratio::DEFAULT_MIN_PER_SEC,
+            ttl: ratio::DEFAULT_TTL,
+        }
+    }
+
     /// Builds the budget, with `name` as the `name` label of its gauge.
     ///
     /// # Errors

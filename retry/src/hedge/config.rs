@@ -6,8 +6,9 @@ use watertight_core::config;
 
 use crate::budget::{AnyBudget, Budget, BudgetConfig};
 use crate::error::{invalid, ConfigError, COMPONENT};
-use crate::event::{Event, Listener};
+use crate::event::Event;
 use crate::hedge::HedgeLayer;
+use crate::parts::{LayerConfig, Parts};
 use crate::policy::StandardPolicy;
 
 const MAX_HEDGES: u32 = 10;
@@ -64,6 +65,7 @@ pub enum HedgeDelay {
 
 const DEFAULT_MAX_EXTRA_LOAD: f64 = 0.05;
 
+#[cfg(feature = "serde")]
 fn default_max_extra_load() -> f64 {
     DEFAULT_MAX_EXTRA_LOAD
 }
@@ -82,13 +84,7 @@ fn default_period() -> Duration {
 
 impl Default for HedgeDelay {
     fn default() -> Self {
-        HedgeDelay::Percentile {
-            max_extra_load: default_max_extra_load(),
-            min_delay: default_min_delay(),
-            max_latency: default_max_latency(),
-            min_samples: default_min_samples(),
-            period: default_period(),
-        }
+        HedgeDelay::percentile(DEFAULT_MAX_EXTRA_LOAD)
     }
 }
 
@@ -96,21 +92,12 @@ impl HedgeDelay {
     /// A percentile trigger with the given `max_extra_load` and the other
     /// defaults.
     pub fn percentile(max_extra_load: f64) -> Self {
-        match HedgeDelay::default() {
-            HedgeDelay::Percentile {
-                min_delay,
-                max_latency,
-                min_samples,
-                period,
-                ..
-            } => HedgeDelay::Percentile {
-                max_extra_load,
-                min_delay,
-                max_latency,
-                min_samples,
-                period,
-            },
-            fixed => fixed,
+        HedgeDelay::Percentile {
+            max_extra_load,
+            min_delay: default_min_delay(),
+            max_latency: default_max_latency(),
+            min_samples: default_min_samples(),
+            period: default_period(),
         }
     }
 
@@ -228,46 +215,39 @@ impl HedgeConfig {
     /// `max_extra_load`, so hedges stay within the promised extra load even
     /// when latencies shift faster than the histogram follows.
     pub(crate) fn budget_config(&self) -> BudgetConfig {
-        match &self.budget {
-            Some(b) => b.clone(),
-            None => {
-                let ratio = match self.delay {
-                    HedgeDelay::Percentile { max_extra_load, .. } => max_extra_load,
-                    HedgeDelay::Fixed { .. } => DEFAULT_MAX_EXTRA_LOAD,
-                };
-                match BudgetConfig::default() {
-                    BudgetConfig::Ratio {
-                        min_per_sec, ttl, ..
-                    } => BudgetConfig::Ratio {
-                        ratio,
-                        min_per_sec,
-                        ttl,
-                    },
-                    other => other,
-                }
+        match (&self.budget, self.delay) {
+            (Some(b), _) => b.clone(),
+            (None, HedgeDelay::Percentile { max_extra_load, .. }) => {
+                BudgetConfig::ratio(max_extra_load)
             }
+            (None, HedgeDelay::Fixed { .. }) => BudgetConfig::ratio(DEFAULT_MAX_EXTRA_LOAD),
         }
     }
 }
 
-type MakeBudget<B> = Box<dyn FnOnce(&HedgeConfig) -> Result<Arc<B>, ConfigError> + Send>;
+impl LayerConfig for HedgeConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn budget_config(&self) -> BudgetConfig {
+        HedgeConfig::budget_config(self)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        HedgeConfig::validate(self)
+    }
+}
 
 /// Builds a [`HedgeLayer`]; see [`HedgeConfig`] for every field and its
 /// default.
 pub struct HedgeBuilder<B = AnyBudget, P = StandardPolicy> {
-    config: HedgeConfig,
-    budget: MakeBudget<B>,
-    policy: P,
-    listener: Option<Listener>,
+    parts: Parts<HedgeConfig, B, P>,
 }
 
 impl<B, P: fmt::Debug> fmt::Debug for HedgeBuilder<B, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HedgeBuilder")
-            .field("config", &self.config)
-            .field("policy", &self.policy)
-            .field("on_event", &self.listener.is_some())
-            .finish_non_exhaustive()
+        self.parts.debug(f, "HedgeBuilder")
     }
 }
 
@@ -282,10 +262,7 @@ impl HedgeBuilder {
     /// [`StandardPolicy`].
     pub fn new() -> Self {
         HedgeBuilder {
-            config: HedgeConfig::default(),
-            budget: Box::new(|c: &HedgeConfig| c.budget_config().build(&c.name).map(Arc::new)),
-            policy: StandardPolicy::new(),
-            listener: None,
+            parts: Parts::new(HedgeConfig::default(), StandardPolicy::new()),
         }
     }
 }
@@ -294,7 +271,7 @@ impl<P> HedgeBuilder<AnyBudget, P> {
     /// The budget's configuration (default: a ratio budget of
     /// `max_extra_load`), named after the layer.
     pub fn budget_config(mut self, budget: BudgetConfig) -> Self {
-        self.config.budget = Some(budget);
+        self.parts.config.budget = Some(budget);
         self
     }
 }
@@ -302,25 +279,25 @@ impl<P> HedgeBuilder<AnyBudget, P> {
 impl<B, P> HedgeBuilder<B, P> {
     /// Starts from `config` instead of the defaults.
     pub fn config(mut self, config: HedgeConfig) -> Self {
-        self.config = config;
+        self.parts.config = config;
         self
     }
 
     /// The instance name (default `hedge`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.config.name = name.into();
+        self.parts.config.name = name.into();
         self
     }
 
     /// When hedges are sent (default: after the 95th percentile).
     pub fn delay(mut self, delay: HedgeDelay) -> Self {
-        self.config.delay = delay;
+        self.parts.config.delay = delay;
         self
     }
 
     /// The most hedges per request (default 1).
     pub fn max_hedged_attempts(mut self, hedges: u32) -> Self {
-        self.config.max_hedged_attempts = hedges;
+        self.parts.config.max_hedged_attempts = hedges;
         self
     }
 
@@ -332,10 +309,7 @@ impl<B, P> HedgeBuilder<B, P> {
     /// A budget shared with other layers, or kept to be watched.
     pub fn shared_budget<B2: Budget>(self, budget: Arc<B2>) -> HedgeBuilder<B2, P> {
         HedgeBuilder {
-            config: self.config,
-            budget: Box::new(move |_| Ok(budget)),
-            policy: self.policy,
-            listener: self.listener,
+            parts: self.parts.shared_budget(budget),
         }
     }
 
@@ -347,10 +321,7 @@ impl<B, P> HedgeBuilder<B, P> {
 
     fn map_policy<P2>(self, f: impl FnOnce(P) -> P2) -> HedgeBuilder<B, P2> {
         HedgeBuilder {
-            config: self.config,
-            budget: self.budget,
-            policy: f(self.policy),
-            listener: self.listener,
+            parts: self.parts.map_policy(f),
         }
     }
 
@@ -359,7 +330,7 @@ impl<B, P> HedgeBuilder<B, P> {
     where
         F: Fn(&Event) + Send + Sync + 'static,
     {
-        self.listener = Some(Arc::new(listener));
+        self.parts.on_event(listener);
         self
     }
 
@@ -374,14 +345,7 @@ impl<B, P> HedgeBuilder<B, P> {
         B: Budget,
         P: Send + Sync + 'static,
     {
-        self.config.validate()?;
-        let budget = (self.budget)(&self.config)?;
-        Ok(HedgeLayer::from_parts(
-            self.config,
-            budget,
-            self.policy,
-            self.listener,
-        ))
+        self.parts.build().map(HedgeLayer::from_parts)
     }
 }
 

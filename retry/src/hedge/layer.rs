@@ -13,6 +13,7 @@ use super::service::Hedge;
 use crate::budget::{AnyBudget, Budget};
 use crate::error::ConfigError;
 use crate::event::{self, Event, Listener};
+use crate::parts::Built;
 use crate::policy::StandardPolicy;
 
 /// Wraps services in a [`Hedge`].
@@ -73,14 +74,9 @@ impl HedgeLayer {
 }
 
 impl<B: Budget, P: Send + Sync + 'static> HedgeLayer<B, P> {
-    pub(crate) fn from_parts(
-        config: HedgeConfig,
-        budget: Arc<B>,
-        policy: P,
-        listener: Option<Listener>,
-    ) -> Self {
+    pub(crate) fn from_parts(parts: Built<HedgeConfig, B, P>) -> Self {
         HedgeLayer {
-            shared: Arc::new(HedgeShared::new(config, budget, policy, listener)),
+            shared: Arc::new(HedgeShared::new(parts)),
         }
     }
 
@@ -143,7 +139,13 @@ struct Metrics {
 }
 
 impl<B: Budget, P> HedgeShared<B, P> {
-    fn new(config: HedgeConfig, budget: Arc<B>, policy: P, listener: Option<Listener>) -> Self {
+    fn new(parts: Built<HedgeConfig, B, P>) -> Self {
+        let Built {
+            config,
+            budget,
+            policy,
+            listener,
+        } = parts;
         let label = || [("name", config.name.clone())];
         let trigger = match config.delay {
             HedgeDelay::Percentile {
