@@ -10,7 +10,7 @@ use std::task::{ready, Context, Poll};
 use pin_project::pin_project;
 use watertight_core::{BoxError, Classify};
 
-use crate::breaker::Breaker;
+use crate::breaker::{Admission, Breaker};
 use crate::probe::Permit;
 use crate::state::{generation_of, pack, state_of};
 use crate::State;
@@ -23,7 +23,7 @@ use crate::State;
 /// moving the response future stays cheap: the state word the call was
 /// admitted in (`HalfOpen` for a probe, whose permit the recorder then owns)
 /// and the start time when the slow-call policy needs one.
-pub(crate) struct Recorder {
+struct Recorder {
     breaker: Arc<Breaker>,
     word: u64,
     start: u64,
@@ -35,7 +35,7 @@ const DONE: u64 = pack(State::Closed, u64::MAX >> 3);
 
 impl Recorder {
     #[inline]
-    pub(crate) fn admitted(breaker: Arc<Breaker>, word: u64) -> Self {
+    fn admitted(breaker: Arc<Breaker>, word: u64) -> Self {
         let start = breaker.start();
         Recorder {
             breaker,
@@ -44,7 +44,7 @@ impl Recorder {
         }
     }
 
-    pub(crate) fn probe(breaker: Arc<Breaker>, permit: Permit) -> Self {
+    fn probe(breaker: Arc<Breaker>, permit: Permit) -> Self {
         let word = pack(State::HalfOpen, permit.into_generation());
         let start = breaker.start();
         Recorder {
@@ -114,7 +114,7 @@ enum ResponseKind<F, C> {
 
 impl<F, C> ResponseFuture<F, C> {
     #[inline]
-    pub(crate) fn called(future: F, recorder: Option<Recorder>, classify: C) -> Self {
+    fn called(future: F, recorder: Option<Recorder>, classify: C) -> Self {
         ResponseFuture {
             kind: ResponseKind::Called {
                 future,
@@ -122,6 +122,30 @@ impl<F, C> ResponseFuture<F, C> {
                 classify,
             },
         }
+    }
+
+    /// The future of a call `admission` decided on: `call` made with what
+    /// records its result, or the rejection, counted, without `call`.
+    #[inline]
+    pub(crate) fn admitted(
+        breaker: &Arc<Breaker>,
+        admission: Admission,
+        call: impl FnOnce() -> F,
+        classify: &C,
+    ) -> Self
+    where
+        C: Clone,
+    {
+        let recorder = match admission {
+            Admission::Admit(word) => Some(Recorder::admitted(breaker.clone(), word)),
+            Admission::Pass => None,
+            Admission::Probe(permit) => Some(Recorder::probe(breaker.clone(), permit)),
+            Admission::Reject(open) => {
+                breaker.count_rejection(&open);
+                return ResponseFuture::rejected(Box::new(open));
+            }
+        };
+        ResponseFuture::called(call(), recorder, classify.clone())
     }
 
     pub(crate) fn rejected(error: BoxError) -> Self {

@@ -32,11 +32,11 @@ use tower_service::Service;
 use watertight_core::config::non_zero;
 use watertight_core::{BoxError, Classify, ErrorsAsFailures};
 
-use crate::breaker::{Admission, Breaker, TARGET};
+use crate::breaker::{Breaker, TARGET};
 use crate::config::{Builder, Config, Mode};
 use crate::error::{ConfigError, TooManyKeys, COMPONENT};
 use crate::event::Listener;
-use crate::future::{Recorder, ResponseFuture};
+use crate::future::ResponseFuture;
 use crate::handle::CircuitBreakerHandle;
 use crate::State;
 
@@ -324,16 +324,12 @@ where
             Ok(b) => b,
             Err(e) => return ResponseFuture::rejected(Box::new(e)),
         };
-        let recorder = match breaker.admit() {
-            Admission::Admit(word) => Some(Recorder::admitted(breaker, word)),
-            Admission::Pass => None,
-            Admission::Probe(permit) => Some(Recorder::probe(breaker, permit)),
-            Admission::Reject(open) => {
-                breaker.count_rejection(&open);
-                return ResponseFuture::rejected(Box::new(open));
-            }
-        };
-        ResponseFuture::called(self.inner.call(req), recorder, self.classify.clone())
+        ResponseFuture::admitted(
+            &breaker,
+            breaker.admit(),
+            || self.inner.call(req),
+            &self.classify,
+        )
     }
 }
 

@@ -10,7 +10,7 @@ use watertight_core::{BoxError, Classify, ErrorsAsFailures};
 
 use crate::breaker::{Admission, Breaker};
 use crate::config::Mode;
-use crate::future::{Recorder, ResponseFuture};
+use crate::future::ResponseFuture;
 use crate::handle::CircuitBreakerHandle;
 
 /// A circuit breaker around a service; built by a
@@ -210,15 +210,11 @@ where
             true => self.ready.take().expect("checked"),
             false => self.breaker.admit(),
         };
-        let recorder = match admission {
-            Admission::Admit(word) => Some(Recorder::admitted(self.breaker.clone(), word)),
-            Admission::Pass => None,
-            Admission::Probe(permit) => Some(Recorder::probe(self.breaker.clone(), permit)),
-            Admission::Reject(open) => {
-                self.breaker.count_rejection(&open);
-                return ResponseFuture::rejected(Box::new(open));
-            }
-        };
-        ResponseFuture::called(self.inner.call(req), recorder, self.classify.clone())
+        ResponseFuture::admitted(
+            &self.breaker,
+            admission,
+            || self.inner.call(req),
+            &self.classify,
+        )
     }
 }
