@@ -88,9 +88,8 @@ impl BulkheadLayer {
             limiter: limiter.clone(),
         };
         let layer = BulkheadLayer {
-            config: self.config.clone(),
-            listener: self.listener.clone(),
             shared: Some(limiter),
+            ..self.clone()
         };
         (layer, handle)
     }
@@ -118,10 +117,7 @@ impl<S> Layer<S> for BulkheadLayer {
     type Service = Bulkhead<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let limiter = match &self.shared {
-            Some(l) => l.clone(),
-            None => self.new_limiter(),
-        };
+        let limiter = self.shared.clone().unwrap_or_else(|| self.new_limiter());
         Bulkhead::from_parts(inner, limiter)
     }
 }
@@ -224,11 +220,8 @@ impl<C> AdaptiveConcurrencyLayer<C> {
             limiter: limiter.clone(),
         };
         let layer = AdaptiveConcurrencyLayer {
-            config: self.config.clone(),
-            factory: self.factory.clone(),
-            classify: self.classify.clone(),
-            listener: self.listener.clone(),
             shared: Some(limiter),
+            ..self.clone()
         };
         (layer, handle)
     }
@@ -256,10 +249,7 @@ impl<S, C: Clone> Layer<S> for AdaptiveConcurrencyLayer<C> {
     type Service = AdaptiveConcurrency<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let limiter = match &self.shared {
-            Some(l) => l.clone(),
-            None => self.new_limiter(),
-        };
+        let limiter = self.shared.clone().unwrap_or_else(|| self.new_limiter());
         AdaptiveConcurrency::from_parts(inner, limiter, self.classify.clone())
     }
 }
@@ -322,17 +312,19 @@ impl<P> PartitionedBulkheadLayer<P> {
     where
         P: Clone,
     {
-        let partitions = Arc::new(Partitions::new(&self.config, self.listener.clone()));
+        let partitions = self.new_partitions();
         let handle = PartitionedHandle {
             partitions: partitions.clone(),
         };
         let layer = PartitionedBulkheadLayer {
-            config: self.config.clone(),
-            partitioner: self.partitioner.clone(),
-            listener: self.listener.clone(),
             shared: Some(partitions),
+            ..self.clone()
         };
         (layer, handle)
+    }
+
+    fn new_partitions(&self) -> Arc<Partitions> {
+        Arc::new(Partitions::new(&self.config, self.listener.clone()))
     }
 }
 
@@ -340,10 +332,7 @@ impl<S, P: Clone> Layer<S> for PartitionedBulkheadLayer<P> {
     type Service = PartitionedBulkhead<S, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let partitions = match &self.shared {
-            Some(p) => p.clone(),
-            None => Arc::new(Partitions::new(&self.config, self.listener.clone())),
-        };
+        let partitions = self.shared.clone().unwrap_or_else(|| self.new_partitions());
         PartitionedBulkhead::from_parts(inner, partitions, self.partitioner.clone())
     }
 }
@@ -423,17 +412,19 @@ impl<C> AdmissionLayer<C> {
     where
         C: Clone,
     {
-        let throttle = Arc::new(Throttle::new(&self.config, self.listener.clone()));
+        let throttle = self.new_throttle();
         let handle = AdmissionHandle {
             throttle: throttle.clone(),
         };
         let layer = AdmissionLayer {
-            config: self.config.clone(),
-            classify: self.classify.clone(),
-            listener: self.listener.clone(),
             shared: Some(throttle),
+            ..self.clone()
         };
         (layer, handle)
+    }
+
+    fn new_throttle(&self) -> Arc<Throttle> {
+        Arc::new(Throttle::new(&self.config, self.listener.clone()))
     }
 }
 
@@ -441,10 +432,7 @@ impl<S, C: Clone> Layer<S> for AdmissionLayer<C> {
     type Service = Admission<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let throttle = match &self.shared {
-            Some(t) => t.clone(),
-            None => Arc::new(Throttle::new(&self.config, self.listener.clone())),
-        };
+        let throttle = self.shared.clone().unwrap_or_else(|| self.new_throttle());
         Admission::from_parts(inner, throttle, self.classify.clone())
     }
 }
