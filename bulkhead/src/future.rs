@@ -20,20 +20,76 @@ use crate::partition::PartitionPermit;
 
 const POLLED_AFTER_COMPLETION: &str = "response future polled after completion";
 
-/// The response future of a [`Bulkhead`](crate::Bulkhead).
-#[pin_project]
-pub struct ResponseFuture<F> {
-    #[pin]
-    kind: Kind<F, Permit, Full>,
+/// What a response future holds while its call runs: given the call's
+/// result when it completes, dropped unused when the future is.
+trait Guard<T, E> {
+    fn complete(self, result: &Result<T, E>);
 }
 
-/// The response future of a [`PartitionedBulkhead`](crate::PartitionedBulkhead).
-#[pin_project]
-pub struct PartitionFuture<F> {
-    #[pin]
-    kind: Kind<F, PartitionPermit, Full>,
+impl<T, E> Guard<T, E> for Permit {
+    #[inline]
+    fn complete(self, _: &Result<T, E>) {}
 }
 
+impl<T, E> Guard<T, E> for PartitionPermit {
+    #[inline]
+    fn complete(self, _: &Result<T, E>) {}
+}
+
+/// An adaptive limiter's permit, with what the call's sample needs.
+struct Sampled<C> {
+    permit: Permit,
+    start: Instant,
+    classify: C,
+}
+
+impl<C: Classify<T, E>, T, E> Guard<T, E> for Sampled<C> {
+    fn complete(self, result: &Result<T, E>) {
+        let dropped = match self.classify.classify(result) {
+            ResponseClass::Success => false,
+            ResponseClass::Failure { retryable: true } => true,
+            _ => return,
+        };
+        let sample = Sample::new(
+            self.start,
+            self.start.elapsed(),
+            self.permit.in_flight(),
+            dropped,
+        );
+        self.permit.limiter().on_sample(&sample);
+    }
+}
+
+impl<C> fmt::Debug for Sampled<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sampled")
+            .field("permit", &self.permit)
+            .field("start", &self.start)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The throttle whose window counts the call's result.
+struct Recorded<C> {
+    throttle: Arc<Throttle>,
+    classify: C,
+}
+
+impl<C: Classify<T, E>, T, E> Guard<T, E> for Recorded<C> {
+    fn complete(self, result: &Result<T, E>) {
+        self.throttle.record(self.classify.classify(result));
+    }
+}
+
+impl<C> fmt::Debug for Recorded<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recorded")
+            .field("throttle", &self.throttle)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A call under way with its guard, or a rejection waiting to be returned.
 #[pin_project(project = KindProj)]
 enum Kind<F, G, E> {
     Called {
@@ -46,20 +102,33 @@ enum Kind<F, G, E> {
     },
 }
 
-impl<F, G, E> Kind<F, G, E>
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
+impl<F, G, E> Kind<F, G, E> {
+    #[inline]
+    fn called(future: F, guard: G) -> Self {
+        Kind::Called {
+            future,
+            guard: Some(guard),
+        }
+    }
+
+    fn rejected(error: E) -> Self {
+        Kind::Rejected { error: Some(error) }
+    }
+
     #[inline]
     fn poll_kind<T, FE>(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, BoxError>>
     where
         F: Future<Output = Result<T, FE>>,
         FE: Into<BoxError>,
+        G: Guard<T, FE>,
+        E: std::error::Error + Send + Sync + 'static,
     {
         match self.project() {
             KindProj::Called { future, guard } => {
                 let result = ready!(future.poll(cx));
-                drop(guard.take());
+                if let Some(guard) = guard.take() {
+                    guard.complete(&result);
+                }
                 Poll::Ready(result.map_err(Into::into))
             }
             KindProj::Rejected { error } => {
@@ -74,27 +143,31 @@ impl<F, G: fmt::Debug, E: fmt::Debug> fmt::Debug for Kind<F, G, E> {
         match self {
             Kind::Called { guard, .. } => f
                 .debug_struct("Called")
-                .field("permit", guard)
+                .field("guard", guard)
                 .finish_non_exhaustive(),
             Kind::Rejected { error } => f.debug_struct("Rejected").field("error", error).finish(),
         }
     }
 }
 
+/// The response future of a [`Bulkhead`](crate::Bulkhead).
+#[pin_project]
+pub struct ResponseFuture<F> {
+    #[pin]
+    kind: Kind<F, Permit, Full>,
+}
+
 impl<F> ResponseFuture<F> {
     #[inline]
     pub(crate) fn called(future: F, permit: Permit) -> Self {
         ResponseFuture {
-            kind: Kind::Called {
-                future,
-                guard: Some(permit),
-            },
+            kind: Kind::called(future, permit),
         }
     }
 
     pub(crate) fn rejected(error: Full) -> Self {
         ResponseFuture {
-            kind: Kind::Rejected { error: Some(error) },
+            kind: Kind::rejected(error),
         }
     }
 }
@@ -118,20 +191,24 @@ where
     }
 }
 
+/// The response future of a [`PartitionedBulkhead`](crate::PartitionedBulkhead).
+#[pin_project]
+pub struct PartitionFuture<F> {
+    #[pin]
+    kind: Kind<F, PartitionPermit, Full>,
+}
+
 impl<F> PartitionFuture<F> {
     #[inline]
     pub(crate) fn called(future: F, permit: PartitionPermit) -> Self {
         PartitionFuture {
-            kind: Kind::Called {
-                future,
-                guard: Some(permit),
-            },
+            kind: Kind::called(future, permit),
         }
     }
 
     pub(crate) fn rejected(error: Full) -> Self {
         PartitionFuture {
-            kind: Kind::Rejected { error: Some(error) },
+            kind: Kind::rejected(error),
         }
     }
 }
@@ -161,55 +238,31 @@ where
 #[pin_project]
 pub struct AdaptiveFuture<F, C> {
     #[pin]
-    kind: AdaptiveKind<F, C>,
-}
-
-#[pin_project(project = AdaptiveProj)]
-enum AdaptiveKind<F, C> {
-    Called {
-        #[pin]
-        future: F,
-        permit: Option<Permit>,
-        start: Instant,
-        classify: C,
-    },
-    Rejected {
-        error: Option<Full>,
-    },
+    kind: Kind<F, Sampled<C>, Full>,
 }
 
 impl<F, C> AdaptiveFuture<F, C> {
     pub(crate) fn called(future: F, permit: Permit, start: Instant, classify: C) -> Self {
+        let sampled = Sampled {
+            permit,
+            start,
+            classify,
+        };
         AdaptiveFuture {
-            kind: AdaptiveKind::Called {
-                future,
-                permit: Some(permit),
-                start,
-                classify,
-            },
+            kind: Kind::called(future, sampled),
         }
     }
 
     pub(crate) fn rejected(error: Full) -> Self {
         AdaptiveFuture {
-            kind: AdaptiveKind::Rejected { error: Some(error) },
+            kind: Kind::rejected(error),
         }
     }
 }
 
 impl<F, C> fmt::Debug for AdaptiveFuture<F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            AdaptiveKind::Called { permit, start, .. } => f
-                .debug_struct("AdaptiveFuture")
-                .field("permit", permit)
-                .field("start", start)
-                .finish_non_exhaustive(),
-            AdaptiveKind::Rejected { error } => f
-                .debug_struct("AdaptiveFuture")
-                .field("rejected", error)
-                .finish(),
-        }
+        f.debug_tuple("AdaptiveFuture").field(&self.kind).finish()
     }
 }
 
@@ -222,32 +275,7 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            AdaptiveProj::Called {
-                future,
-                permit,
-                start,
-                classify,
-            } => {
-                let result = ready!(future.poll(cx));
-                if let Some(permit) = permit.take() {
-                    let dropped = match classify.classify(&result) {
-                        ResponseClass::Success => Some(false),
-                        ResponseClass::Failure { retryable: true } => Some(true),
-                        _ => None,
-                    };
-                    if let Some(dropped) = dropped {
-                        let sample =
-                            Sample::new(*start, start.elapsed(), permit.in_flight(), dropped);
-                        permit.limiter().on_sample(&sample);
-                    }
-                }
-                Poll::Ready(result.map_err(Into::into))
-            }
-            AdaptiveProj::Rejected { error } => {
-                Poll::Ready(Err(Box::new(error.take().expect(POLLED_AFTER_COMPLETION))))
-            }
-        }
+        self.project().kind.poll_kind(cx)
     }
 }
 
@@ -256,52 +284,26 @@ where
 #[pin_project]
 pub struct AdmissionFuture<F, C> {
     #[pin]
-    kind: AdmissionKind<F, C>,
-}
-
-#[pin_project(project = AdmissionProj)]
-enum AdmissionKind<F, C> {
-    Called {
-        #[pin]
-        future: F,
-        throttle: Option<Arc<Throttle>>,
-        classify: C,
-    },
-    Rejected {
-        error: Option<Throttled>,
-    },
+    kind: Kind<F, Recorded<C>, Throttled>,
 }
 
 impl<F, C> AdmissionFuture<F, C> {
     pub(crate) fn called(future: F, throttle: Arc<Throttle>, classify: C) -> Self {
         AdmissionFuture {
-            kind: AdmissionKind::Called {
-                future,
-                throttle: Some(throttle),
-                classify,
-            },
+            kind: Kind::called(future, Recorded { throttle, classify }),
         }
     }
 
     pub(crate) fn rejected(error: Throttled) -> Self {
         AdmissionFuture {
-            kind: AdmissionKind::Rejected { error: Some(error) },
+            kind: Kind::rejected(error),
         }
     }
 }
 
 impl<F, C> fmt::Debug for AdmissionFuture<F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            AdmissionKind::Called { throttle, .. } => f
-                .debug_struct("AdmissionFuture")
-                .field("throttle", throttle)
-                .finish_non_exhaustive(),
-            AdmissionKind::Rejected { error } => f
-                .debug_struct("AdmissionFuture")
-                .field("rejected", error)
-                .finish(),
-        }
+        f.debug_tuple("AdmissionFuture").field(&self.kind).finish()
     }
 }
 
@@ -314,21 +316,6 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            AdmissionProj::Called {
-                future,
-                throttle,
-                classify,
-            } => {
-                let result = ready!(future.poll(cx));
-                if let Some(t) = throttle.take() {
-                    t.record(classify.classify(&result));
-                }
-                Poll::Ready(result.map_err(Into::into))
-            }
-            AdmissionProj::Rejected { error } => {
-                Poll::Ready(Err(Box::new(error.take().expect(POLLED_AFTER_COMPLETION))))
-            }
-        }
+        self.project().kind.poll_kind(cx)
     }
 }
