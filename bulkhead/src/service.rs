@@ -88,11 +88,7 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        std::task::ready!(self.reservation.poll_reserve(&self.limiter, cx));
-        if self.reservation.is_rejecting() {
-            return Poll::Ready(Ok(()));
-        }
-        self.inner.poll_ready(cx).map_err(Into::into)
+        poll_reserved(&mut self.reservation, &self.limiter, &mut self.inner, cx)
     }
 
     #[inline]
@@ -102,6 +98,26 @@ where
             Err(full) => ResponseFuture::rejected(full),
         }
     }
+}
+
+/// `poll_ready` of a service behind a limiter: a permit reserved (or a
+/// rejection armed) as the limiter's mode says, then the inner service's
+/// readiness, unless the call will be rejected without reaching it.
+fn poll_reserved<S, Req>(
+    reservation: &mut Reservation,
+    limiter: &Arc<Limiter>,
+    inner: &mut S,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), BoxError>>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    std::task::ready!(reservation.poll_reserve(limiter, cx));
+    if reservation.is_rejecting() {
+        return Poll::Ready(Ok(()));
+    }
+    inner.poll_ready(cx).map_err(Into::into)
 }
 
 /// Bounds the calls in flight to an inner service by a limit that adapts
@@ -185,11 +201,7 @@ where
     type Future = AdaptiveFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        std::task::ready!(self.reservation.poll_reserve(&self.limiter, cx));
-        if self.reservation.is_rejecting() {
-            return Poll::Ready(Ok(()));
-        }
-        self.inner.poll_ready(cx).map_err(Into::into)
+        poll_reserved(&mut self.reservation, &self.limiter, &mut self.inner, cx)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
@@ -215,20 +227,11 @@ where
 /// # Clone
 ///
 /// Clones share the bulkhead.
+#[derive(Clone)]
 pub struct PartitionedBulkhead<S, P = Unpartitioned> {
     inner: S,
     partitions: Arc<Partitions>,
     partitioner: P,
-}
-
-impl<S: Clone, P: Clone> Clone for PartitionedBulkhead<S, P> {
-    fn clone(&self) -> Self {
-        PartitionedBulkhead {
-            inner: self.inner.clone(),
-            partitions: self.partitions.clone(),
-            partitioner: self.partitioner.clone(),
-        }
-    }
 }
 
 impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for PartitionedBulkhead<S, P> {
@@ -305,20 +308,11 @@ where
 /// # Clone
 ///
 /// Clones share the window.
+#[derive(Clone)]
 pub struct Admission<S, C = ErrorsAsFailures> {
     inner: S,
     throttle: Arc<Throttle>,
     classify: C,
-}
-
-impl<S: Clone, C: Clone> Clone for Admission<S, C> {
-    fn clone(&self) -> Self {
-        Admission {
-            inner: self.inner.clone(),
-            throttle: self.throttle.clone(),
-            classify: self.classify.clone(),
-        }
-    }
 }
 
 impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for Admission<S, C> {
