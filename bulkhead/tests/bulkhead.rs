@@ -21,19 +21,46 @@ fn bulkhead(builder: BulkheadBuilder) -> (Bulkhead<Manual>, Manual) {
     (builder.build().unwrap().layer(backend.clone()), backend)
 }
 
+/// One permit, and a queue of `max_queue` requests waiting up to `max_wait`.
+fn one_permit_and_a_queue(max_queue: u32, max_wait: Duration) -> BulkheadBuilder {
+    BulkheadLayer::builder()
+        .max_concurrent(1)
+        .max_queue(max_queue)
+        .max_wait(max_wait)
+}
+
 fn full(err: &BoxError) -> &Full {
     find_cause::<Full>(&**err).unwrap_or_else(|| panic!("not a rejection: {err}"))
 }
 
 /// Starts request `id` on a task of its own (through a clone, as a server
 /// does per request) and lets it run until it waits.
-async fn start(svc: &Bulkhead<Manual>, id: u32) -> tokio::task::JoinHandle<Result<u32, BoxError>> {
+async fn start(svc: &Bulkhead<Manual>, id: u32) -> Task {
     let svc = svc.clone();
     let task = tokio::spawn(svc.oneshot(id));
+    settle().await;
+    task
+}
+
+/// Lets the spawned tasks run until they wait.
+async fn settle() {
     for _ in 0..3 {
         tokio::task::yield_now().await;
     }
-    task
+}
+
+type Task = tokio::task::JoinHandle<Result<u32, BoxError>>;
+
+/// Starts request 0, which takes the only permit, then requests `1..=n`,
+/// which queue in that order.
+async fn hold_and_queue(svc: &Bulkhead<Manual>, n: u32) -> (Task, Vec<Task>) {
+    let holder = start(svc, 0).await;
+    let mut queued = Vec::new();
+    for id in 1..=n {
+        queued.push(start(svc, id).await);
+        assert_eq!(svc.handle().queued(), id);
+    }
+    (holder, queued)
 }
 
 #[tokio::test(start_paused = true)]
@@ -85,12 +112,7 @@ async fn completed_and_cancelled_calls_give_their_permits_back() {
 
 #[tokio::test(start_paused = true)]
 async fn queued_request_is_rejected_after_max_wait() {
-    let (svc, backend) = bulkhead(
-        BulkheadLayer::builder()
-            .max_concurrent(1)
-            .max_queue(1)
-            .max_wait(Duration::from_millis(100)),
-    );
+    let (svc, backend) = bulkhead(one_permit_and_a_queue(1, Duration::from_millis(100)));
     let first = start(&svc, 1).await;
     let queued = start(&svc, 2).await;
     assert_eq!(svc.handle().queued(), 1);
@@ -110,12 +132,7 @@ async fn queued_request_is_rejected_after_max_wait() {
 
 #[tokio::test(start_paused = true)]
 async fn queued_request_runs_when_a_permit_returns_within_max_wait() {
-    let (svc, backend) = bulkhead(
-        BulkheadLayer::builder()
-            .max_concurrent(1)
-            .max_queue(1)
-            .max_wait(Duration::from_millis(100)),
-    );
+    let (svc, backend) = bulkhead(one_permit_and_a_queue(1, Duration::from_millis(100)));
     let first = start(&svc, 1).await;
     let queued = start(&svc, 2).await;
     tokio::time::advance(Duration::from_millis(60)).await;
@@ -129,7 +146,7 @@ async fn queued_request_runs_when_a_permit_returns_within_max_wait() {
 
 #[tokio::test(start_paused = true)]
 async fn full_queue_rejects_at_once() {
-    let (svc, _backend) = bulkhead(BulkheadLayer::builder().max_concurrent(1).max_queue(1));
+    let (svc, _backend) = bulkhead(one_permit_and_a_queue(1, Duration::from_secs(1)));
     let _first = start(&svc, 1).await;
     let _queued = start(&svc, 2).await;
     let third = start(&svc, 3).await;
@@ -141,25 +158,12 @@ async fn full_queue_rejects_at_once() {
 /// Holds one permit, queues requests 1, 2, 3 in that order, then lets them
 /// through one at a time; returns the order they reached the backend in.
 async fn serve_order(order: Order) -> Vec<u32> {
-    let (svc, backend) = bulkhead(
-        BulkheadLayer::builder()
-            .max_concurrent(1)
-            .max_queue(3)
-            .max_wait(Duration::from_secs(60))
-            .order(order),
-    );
-    let holder = start(&svc, 0).await;
-    let mut waiting = Vec::new();
-    for id in 1..=3 {
-        waiting.push(start(&svc, id).await);
-        assert_eq!(svc.handle().queued(), id);
-    }
+    let (svc, backend) = bulkhead(one_permit_and_a_queue(3, Duration::from_secs(60)).order(order));
+    let (holder, waiting) = hold_and_queue(&svc, 3).await;
     backend.answer(0, false);
     holder.await.unwrap().unwrap();
     for _ in 1..=3 {
-        for _ in 0..3 {
-            tokio::task::yield_now().await;
-        }
+        settle().await;
         backend.answer_oldest();
     }
     for w in waiting {
@@ -236,23 +240,12 @@ async fn dropping_a_waiting_service_leaves_the_queue_and_returns_a_handed_permit
 
 #[tokio::test(start_paused = true)]
 async fn resize_up_while_busy_admits_queued_requests_at_once() {
-    let (svc, backend) = bulkhead(
-        BulkheadLayer::builder()
-            .max_concurrent(1)
-            .max_queue(10)
-            .max_wait(Duration::from_secs(60)),
-    );
+    let (svc, backend) = bulkhead(one_permit_and_a_queue(10, Duration::from_secs(60)));
     let handle = svc.handle();
-    let _holder = start(&svc, 0).await;
-    let mut queued = Vec::new();
-    for id in 1..=3 {
-        queued.push(start(&svc, id).await);
-    }
+    let (_holder, queued) = hold_and_queue(&svc, 3).await;
     assert_eq!((handle.in_flight(), handle.queued()), (1, 3));
     handle.resize(4).unwrap();
-    for _ in 0..3 {
-        tokio::task::yield_now().await;
-    }
+    settle().await;
     assert_eq!((handle.in_flight(), handle.queued()), (4, 0));
     assert_eq!(backend.active(), 4);
     for id in 1..=3 {
@@ -452,11 +445,8 @@ async fn metrics_and_events_report_in_flight_queue_rejections_and_resizes() {
     let log = events.clone();
     let (svc, backend) = recorder.with(|| {
         bulkhead(
-            BulkheadLayer::builder()
+            one_permit_and_a_queue(1, Duration::from_millis(10))
                 .name("db")
-                .max_concurrent(1)
-                .max_queue(1)
-                .max_wait(Duration::from_millis(10))
                 .on_event(move |e| log.lock().push(e.clone())),
         )
     });
