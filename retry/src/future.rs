@@ -17,7 +17,6 @@ use crate::deadline::Deadline;
 use crate::error::{AttemptTimedOut, DeadlineExceeded};
 use crate::mark::{is_exhausted, mark, Reason};
 use crate::policy::Policy;
-use crate::service::earliest;
 use crate::shared::Shared;
 
 /// What the service decided for a request when it entered.
@@ -26,8 +25,42 @@ pub(crate) struct Plan {
     pub(crate) idempotent: bool,
     /// The overall deadline.
     pub(crate) deadline: Option<Instant>,
-    /// When the current attempt times out (per-try timeout or deadline).
-    pub(crate) attempt_end: Option<Instant>,
+}
+
+/// When an attempt starting at `now` times out: after the per-try timeout
+/// or at the overall deadline, whichever is earlier. Noted on the attempt's
+/// request as its [`Deadline`]. The clock is read only for a per-try
+/// timeout, and only when `now` is not known.
+pub(crate) fn attempt_deadline<Req: Extensions>(
+    req: &mut Req,
+    per_try_timeout: Option<Duration>,
+    deadline: Option<Instant>,
+    now: Option<Instant>,
+) -> Option<Instant> {
+    let end = match per_try_timeout {
+        Some(t) => earliest(now.unwrap_or_else(Instant::now).checked_add(t), deadline),
+        None => deadline,
+    };
+    if let Some(end) = end {
+        if req.carries_extensions() {
+            req.insert_extension(Deadline::at(end));
+        }
+    }
+    end
+}
+
+/// Whether an attempt starting at `start` would have less than `floor` left
+/// before `deadline`.
+pub(crate) fn too_late(deadline: Instant, start: Instant, floor: Duration) -> bool {
+    deadline.saturating_duration_since(start) < floor
+}
+
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
 }
 
 /// The response future of [`Retry`](crate::Retry): the current attempt, or
@@ -81,8 +114,9 @@ where
         service: Option<S>,
         template: Option<Req>,
         plan: Plan,
+        attempt_end: Option<Instant>,
     ) -> Self {
-        let timer = plan.attempt_end.map(sleep_until);
+        let timer = attempt_end.map(sleep_until);
         ResponseFuture {
             state: State::Attempt { future },
             timer,
@@ -111,7 +145,6 @@ where
             plan: Plan {
                 idempotent: false,
                 deadline,
-                attempt_end: None,
             },
             withdrawal: None,
         }
@@ -176,13 +209,7 @@ where
                                 if let Some(w) = this.withdrawal.take() {
                                     this.shared.budget.release(w);
                                 }
-                                let err: BoxError = Box::new(DeadlineExceeded::new());
-                                return Poll::Ready(give_up(
-                                    this.shared,
-                                    Err(err),
-                                    Reason::Deadline,
-                                    *this.attempts,
-                                ));
+                                return Poll::Ready(deadline_exceeded(this.shared, *this.attempts));
                             }
                             let after = this.shared.config.per_try_timeout.unwrap_or_default();
                             let err: BoxError = Box::new(AttemptTimedOut::new(after));
@@ -266,13 +293,7 @@ where
                             if let Some(timer) = this.timer.as_mut().as_pin_mut() {
                                 ready!(timer.poll(cx));
                                 this.state.set(State::Done);
-                                let err: BoxError = Box::new(DeadlineExceeded::new());
-                                return Poll::Ready(give_up(
-                                    this.shared,
-                                    Err(err),
-                                    Reason::Deadline,
-                                    *this.attempts,
-                                ));
+                                return Poll::Ready(deadline_exceeded(this.shared, *this.attempts));
                             }
                             return Poll::Pending;
                         }
@@ -280,40 +301,26 @@ where
                     let now = this.plan.deadline.map(|_| Instant::now());
                     if let (Some(d), Some(n)) = (this.plan.deadline, now) {
                         // Waiting for the service ate into the deadline.
-                        if d.saturating_duration_since(n) < this.shared.config.min_remaining {
+                        if too_late(d, n, this.shared.config.min_remaining) {
                             this.state.set(State::Done);
-                            let err: BoxError = Box::new(DeadlineExceeded::new());
-                            return Poll::Ready(give_up(
-                                this.shared,
-                                Err(err),
-                                Reason::Deadline,
-                                *this.attempts,
-                            ));
+                            return Poll::Ready(deadline_exceeded(this.shared, *this.attempts));
                         }
                     }
                     let mut req = this.next.take().expect("a retry has its request");
                     *this.attempts += 1;
-                    let attempt_end = match this.shared.config.per_try_timeout {
-                        Some(t) => {
-                            let n = now.unwrap_or_else(Instant::now);
-                            earliest(n.checked_add(t), this.plan.deadline)
-                        }
-                        None => this.plan.deadline,
-                    };
-                    this.plan.attempt_end = attempt_end;
-                    if let Some(end) = attempt_end {
-                        if req.carries_extensions() {
-                            req.insert_extension(Deadline::at(end));
-                        }
-                    }
+                    let attempt_end = attempt_deadline(
+                        &mut req,
+                        this.shared.config.per_try_timeout,
+                        this.plan.deadline,
+                        now,
+                    );
                     this.timer.set(attempt_end.map(sleep_until));
                     let future = service.call(req);
                     this.state.set(State::Attempt { future });
                 }
                 StateProj::Rejected => {
                     this.state.set(State::Done);
-                    let err: BoxError = Box::new(DeadlineExceeded::new());
-                    return Poll::Ready(give_up(this.shared, Err(err), Reason::Deadline, 0));
+                    return Poll::Ready(deadline_exceeded(this.shared, 0));
                 }
                 StateProj::Done => panic!("retry ResponseFuture polled after completion"),
             }
@@ -361,11 +368,11 @@ where
         .ok_or(Reason::NotReplayable)?;
     let backoff = shared.backoff(attempts - 1, *prev_delay);
     let delay = backoff.max(server_delay.unwrap_or_default());
-    if let Some(d) = plan.deadline {
-        let start = Instant::now() + delay;
-        if d.saturating_duration_since(start) < config.min_remaining {
-            return Err(Reason::Deadline);
-        }
+    if plan
+        .deadline
+        .is_some_and(|d| too_late(d, Instant::now() + delay, config.min_remaining))
+    {
+        return Err(Reason::Deadline);
     }
     let withdrawal = shared.budget.withdraw(cause).ok_or(Reason::Budget)?;
     *prev_delay = backoff;
@@ -375,6 +382,16 @@ where
         withdrawal,
         server_delay,
     })
+}
+
+/// Ends a request whose deadline passed, or left too little time for
+/// another attempt.
+fn deadline_exceeded<Res: Extensions, B: Budget, P>(
+    shared: &Shared<B, P>,
+    attempts: u32,
+) -> Result<Res, BoxError> {
+    let err: BoxError = Box::new(DeadlineExceeded::new());
+    give_up(shared, Err(err), Reason::Deadline, attempts)
 }
 
 fn give_up<Res: Extensions, B: Budget, P>(

@@ -8,7 +8,7 @@ use watertight_core::{Attempted, BoxError, Extensions};
 
 use crate::budget::{AnyBudget, Budget};
 use crate::deadline::Deadline;
-use crate::future::{Plan, ResponseFuture};
+use crate::future::{attempt_deadline, earliest, too_late, Plan, ResponseFuture};
 use crate::handle::RetryHandle;
 use crate::policy::{Policy, StandardPolicy};
 use crate::shared::Shared;
@@ -132,7 +132,7 @@ where
             None
         };
         if let (Some(d), Some(n)) = (deadline, now) {
-            if d.saturating_duration_since(n) < config.min_remaining {
+            if too_late(d, n, config.min_remaining) {
                 return ResponseFuture::rejected(shared.clone(), deadline);
             }
         }
@@ -144,23 +144,10 @@ where
             None
         };
 
-        let attempt_end = match config.per_try_timeout {
-            Some(t) => {
-                let n = *now.get_or_insert_with(Instant::now);
-                earliest(n.checked_add(t), deadline)
-            }
-            None => deadline,
-        };
-        if carries {
-            if let Some(end) = attempt_end {
-                req.insert_extension(Deadline::at(end));
-            }
-        }
-
+        let attempt_end = attempt_deadline(&mut req, config.per_try_timeout, deadline, now);
         let plan = Plan {
             idempotent,
             deadline,
-            attempt_end,
         };
         if template.is_some() {
             // The ready service sends this attempt and stays with the
@@ -168,18 +155,17 @@ where
             let clone = self.inner.clone();
             let mut ready = std::mem::replace(&mut self.inner, clone);
             let future = ready.call(req);
-            ResponseFuture::new(future, shared.clone(), Some(ready), template, plan)
+            ResponseFuture::new(
+                future,
+                shared.clone(),
+                Some(ready),
+                template,
+                plan,
+                attempt_end,
+            )
         } else {
             let future = self.inner.call(req);
-            ResponseFuture::new(future, shared.clone(), None, None, plan)
+            ResponseFuture::new(future, shared.clone(), None, None, plan, attempt_end)
         }
-    }
-}
-
-pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, None) => a,
-        (None, b) => b,
     }
 }
