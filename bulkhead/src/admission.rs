@@ -137,21 +137,7 @@ impl AdmissionConfig {
     }
 }
 
-#[cfg(feature = "serde")]
-impl<'de> serde::Deserialize<'de> for AdmissionConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let c = AdmissionConfig::deserialize(d)?;
-        c.validate().map_err(serde::de::Error::custom)?;
-        Ok(c)
-    }
-}
-
-#[cfg(feature = "serde")]
-impl serde::Serialize for AdmissionConfig {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        AdmissionConfig::serialize(self, s)
-    }
-}
+validated_serde!(AdmissionConfig);
 
 /// Builds an [`AdmissionLayer`]; see [`AdmissionConfig`] for every field
 /// and its default.

@@ -137,21 +137,7 @@ impl BulkheadConfig {
     }
 }
 
-#[cfg(feature = "serde")]
-impl<'de> serde::Deserialize<'de> for BulkheadConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let c = BulkheadConfig::deserialize(d)?;
-        c.validate().map_err(serde::de::Error::custom)?;
-        Ok(c)
-    }
-}
-
-#[cfg(feature = "serde")]
-impl serde::Serialize for BulkheadConfig {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        BulkheadConfig::serialize(self, s)
-    }
-}
+validated_serde!(BulkheadConfig);
 
 /// Builds a [`BulkheadLayer`]; see [`BulkheadConfig`] for every field and
 /// its default.

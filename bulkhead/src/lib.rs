@@ -121,6 +121,29 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// `Deserialize`, validated on the way in, and `Serialize` for a
+/// configuration whose serde derives are `remote = "Self"` (feature
+/// `serde`).
+macro_rules! validated_serde {
+    ($config:ty) => {
+        #[cfg(feature = "serde")]
+        impl<'de> serde::Deserialize<'de> for $config {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let c = <$config>::deserialize(d)?;
+                c.validate().map_err(serde::de::Error::custom)?;
+                Ok(c)
+            }
+        }
+
+        #[cfg(feature = "serde")]
+        impl serde::Serialize for $config {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                <$config>::serialize(self, s)
+            }
+        }
+    };
+}
+
 mod adaptive;
 pub mod admission;
 mod config;

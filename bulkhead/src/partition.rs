@@ -200,21 +200,7 @@ impl PartitionedConfig {
     }
 }
 
-#[cfg(feature = "serde")]
-impl<'de> serde::Deserialize<'de> for PartitionedConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let c = PartitionedConfig::deserialize(d)?;
-        c.validate().map_err(serde::de::Error::custom)?;
-        Ok(c)
-    }
-}
-
-#[cfg(feature = "serde")]
-impl serde::Serialize for PartitionedConfig {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        PartitionedConfig::serialize(self, s)
-    }
-}
+validated_serde!(PartitionedConfig);
 
 /// Builds a [`PartitionedBulkheadLayer`]; see [`PartitionedConfig`] for
 /// every field and its default.
