@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
-use watertight_core::Endpoint;
+use watertight_core::{config, Endpoint};
 
 use crate::audit::{Audit, AuditRecord, AuditSink, Listener, Origin};
 use crate::error::{ConfigError, NotFound, StartError};
@@ -14,6 +14,9 @@ use crate::experiment::Experiment;
 use crate::headers::HeaderFaults;
 use crate::layer::ChaosLayer;
 use crate::state::{Shared, SharedConfig};
+
+/// The component [`ConfigError`]s of the controller name.
+const COMPONENT: &str = "chaos";
 
 /// The handle of the chaos layers built from it: starts, lists and stops
 /// experiments, halts everything, and keeps the audit log.
@@ -354,26 +357,24 @@ impl ControllerBuilder {
     /// `max_experiment_duration`, `max_experiments` or `max_active_faults`,
     /// or a zero `header_faults.max_delay`.
     pub fn build(self) -> Result<ChaosController, ConfigError> {
-        if self.name.is_empty() {
-            return Err(ConfigError::new("name", "must not be empty"));
-        }
-        if self.max_duration.is_zero() {
-            return Err(ConfigError::new(
-                "max_experiment_duration",
-                "must be greater than zero",
-            ));
-        }
+        config::name(COMPONENT, &self.name)?;
+        config::non_zero(COMPONENT, "max_experiment_duration", self.max_duration)?;
         if self.max_experiments == 0 {
-            return Err(ConfigError::new("max_experiments", "must be at least 1"));
+            return Err(ConfigError::new(
+                COMPONENT,
+                "max_experiments",
+                "must be at least 1",
+            ));
         }
         if self.max_active == Some(0) {
-            return Err(ConfigError::new("max_active_faults", "must be at least 1"));
-        }
-        if self.headers.as_ref().is_some_and(|h| h.max_delay.is_zero()) {
             return Err(ConfigError::new(
-                "header_faults.max_delay",
-                "must be greater than zero",
+                COMPONENT,
+                "max_active_faults",
+                "must be at least 1",
             ));
+        }
+        if let Some(h) = &self.headers {
+            config::non_zero(COMPONENT, "header_faults.max_delay", h.max_delay)?;
         }
         let name: Arc<str> = self.name.into();
         let sinks = if self.sinks.is_empty() {

@@ -13,7 +13,6 @@
 //! }
 //! ```
 
-use std::borrow::Cow;
 use std::fmt;
 
 /// A fault the chaos layer injected: the inner service was not called.
@@ -70,43 +69,10 @@ impl fmt::Display for Injected {
 
 impl std::error::Error for Injected {}
 
-/// An invalid controller configuration, naming the field at fault.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    field: &'static str,
-    reason: Cow<'static, str>,
-}
-
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, reason: impl Into<Cow<'static, str>>) -> Self {
-        ConfigError {
-            field,
-            reason: reason.into(),
-        }
-    }
-
-    /// The configuration field at fault, as spelled in the builder.
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-
-    /// What is wrong with it.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid chaos configuration: `{}` {}",
-            self.field, self.reason
-        )
-    }
-}
-
-impl std::error::Error for ConfigError {}
+/// An invalid controller configuration, naming the field at fault; the
+/// configuration error every watertight layer shares, with the component
+/// `chaos`.
+pub use watertight_core::ConfigError;
 
 /// An experiment field that breaks a rule.
 #[derive(Clone, Debug, PartialEq, Eq)]

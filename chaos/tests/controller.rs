@@ -11,8 +11,8 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use tower::{Layer, Service, ServiceExt};
 use watertight_chaos::error::StartError;
 use watertight_chaos::{
-    Abort, AbortWhen, Action, AuditSink, ChaosController, Experiment, Fault, Latency, Origin,
-    Target,
+    Abort, AbortWhen, Action, AuditSink, ChaosController, Experiment, Fault, HeaderFaults, Latency,
+    Origin, Target,
 };
 use watertight_core::BoxError;
 
@@ -360,7 +360,7 @@ async fn experiments_modified_after_building_are_validated_again() {
 
 #[test]
 fn builder_rejects_invalid_configuration() {
-    let field = |b: watertight_chaos::ControllerBuilder| b.build().unwrap_err().field();
+    let field = |b: watertight_chaos::ControllerBuilder| b.build().unwrap_err().field().to_owned();
     assert_eq!(field(ChaosController::builder().name("")), "name");
     assert_eq!(
         field(ChaosController::builder().max_experiment_duration(Duration::ZERO)),
@@ -373,6 +373,14 @@ fn builder_rejects_invalid_configuration() {
     assert_eq!(
         field(ChaosController::builder().max_active_faults(0)),
         "max_active_faults"
+    );
+    let e = ChaosController::builder()
+        .header_faults(HeaderFaults::new().max_delay(Duration::ZERO))
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid chaos configuration: `header_faults.max_delay` must be greater than zero"
     );
 }
 
