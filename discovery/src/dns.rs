@@ -65,10 +65,10 @@ use hickory_resolver::TokioResolver;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use watertight_core::backoff::Sequence;
-use watertight_core::{Address, Backoff, Change, Endpoint, Locality};
+use watertight_core::{config, Address, Backoff, Change, Endpoint, Locality};
 
 use crate::driver::{self, BoxSource, Driver};
-use crate::error::{Backend, ConfigError};
+use crate::error::{Backend, ConfigError, COMPONENT};
 use crate::set::{self, Set};
 use crate::Error;
 
@@ -228,23 +228,24 @@ impl DnsBuilder {
             Query::Ip { host, .. } => host,
             Query::Srv { name } => name,
         };
-        if name.trim_end_matches('.').is_empty() {
-            return Err(ConfigError::new("name", "must not be empty"));
-        }
-        if self.min_refresh.is_zero() {
-            return Err(ConfigError::new("min_refresh", "must be greater than zero"));
-        }
+        config::name(COMPONENT, name.trim_end_matches('.'))?;
+        config::non_zero(COMPONENT, "min_refresh", self.min_refresh)?;
         if self.min_refresh > self.max_refresh {
             return Err(ConfigError::new(
+                COMPONENT,
                 "max_refresh",
                 "must not be less than `min_refresh`",
             ));
         }
         if !(0.0..=1.0).contains(&self.jitter) {
-            return Err(ConfigError::new("jitter", "must be between 0 and 1"));
+            return Err(ConfigError::new(
+                COMPONENT,
+                "jitter",
+                "must be between 0 and 1",
+            ));
         }
-        if self.timeout.is_some_and(|t| t.is_zero()) {
-            return Err(ConfigError::new("timeout", "must be greater than zero"));
+        if let Some(timeout) = self.timeout {
+            config::non_zero(COMPONENT, "timeout", timeout)?;
         }
         let mut rng = match self.seed {
             Some(seed) => SmallRng::seed_from_u64(seed),

@@ -231,35 +231,10 @@ impl std::error::Error for Backend {
     }
 }
 
-/// An invalid configuration of a source or a guard, naming the field.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    pub(crate) field: &'static str,
-    pub(crate) reason: String,
-}
+/// An invalid configuration of a source or a guard, naming the field; the
+/// configuration error every watertight layer shares, with the component
+/// `discovery`.
+pub use watertight_core::ConfigError;
 
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        ConfigError {
-            field,
-            reason: reason.into(),
-        }
-    }
-
-    /// The configuration field at fault.
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid discovery configuration: `{}` {}",
-            self.field, self.reason
-        )
-    }
-}
-
-impl std::error::Error for ConfigError {}
+/// The component every [`ConfigError`] of this crate names.
+pub(crate) const COMPONENT: &str = "discovery";

@@ -49,10 +49,10 @@ use futures_core::Stream;
 use notify::Watcher as _;
 use serde::de;
 use tokio::sync::mpsc;
-use watertight_core::{Change, Endpoint};
+use watertight_core::{config, Change, Endpoint};
 
 use crate::driver::{self, BoxSource, Driver};
-use crate::error::{Backend, ConfigError, InvalidFile};
+use crate::error::{Backend, ConfigError, InvalidFile, COMPONENT};
 use crate::set::{self, Set};
 use crate::wire::{path_of, WireEndpoint};
 use crate::Error;
@@ -280,6 +280,7 @@ impl FileBuilder {
             Some(f) => f,
             None => {
                 return Err(ConfigError::new(
+                    COMPONENT,
                     "format",
                     format!(
                         "is not set and {} has no json, toml, yaml or yml extension",
@@ -288,12 +289,7 @@ impl FileBuilder {
                 ))
             }
         };
-        if self.rescan_interval.is_zero() {
-            return Err(ConfigError::new(
-                "rescan_interval",
-                "must be greater than zero",
-            ));
-        }
+        config::non_zero(COMPONENT, "rescan_interval", self.rescan_interval)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let driver = FileDriver {
             dir: watch_dir(&self.path),

@@ -57,7 +57,7 @@ use pin_project::pin_project;
 use tokio::time::{Instant, Sleep};
 use watertight_core::{Change, Endpoint, EndpointId};
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, COMPONENT};
 use crate::set::{self, Set};
 use crate::Error;
 
@@ -275,13 +275,12 @@ impl GuardBuilder {
         let g = self.guard;
         if !(0.0..=1.0).contains(&g.max_removal_ratio) {
             return Err(ConfigError::new(
+                COMPONENT,
                 "max_removal_ratio",
                 "must be between 0 and 1",
             ));
         }
-        if g.name.is_empty() {
-            return Err(ConfigError::new("name", "must not be empty"));
-        }
+        watertight_core::config::name(COMPONENT, &g.name)?;
         Ok(g)
     }
 }

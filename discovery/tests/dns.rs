@@ -369,4 +369,14 @@ fn invalid_configuration_names_the_field() {
     assert_eq!(e.field(), "max_refresh");
     let e = Dns::srv("x.").jitter(2.0).build().unwrap_err();
     assert_eq!(e.field(), "jitter");
+    let e = Dns::srv("x.")
+        .min_refresh(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(e.field(), "min_refresh");
+    let e = Dns::srv("x.").timeout(Duration::ZERO).build().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid discovery configuration: `timeout` must be greater than zero"
+    );
 }

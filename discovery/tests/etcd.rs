@@ -558,6 +558,7 @@ async fn registration_errors_name_the_field_or_the_key() {
         e.downcast_ref::<ConfigError>()
             .unwrap_or_else(|| panic!("not a configuration error: {e}"))
             .field()
+            .to_owned()
     };
     let me = ep("10.0.4.1:80");
     let r = Registration::builder(Vec::<String>::new(), PREFIX, me.clone())

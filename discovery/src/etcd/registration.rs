@@ -6,9 +6,9 @@ use std::time::Duration;
 use etcd_client::{Client, ConnectOptions, PutOptions};
 use tokio::task::JoinHandle;
 use watertight_core::backoff::Sequence;
-use watertight_core::{Backoff, BoxError, Endpoint};
+use watertight_core::{config, Backoff, BoxError, Endpoint};
 
-use crate::error::{Backend, ConfigError};
+use crate::error::{Backend, ConfigError, COMPONENT};
 
 const TARGET: &str = "watertight_discovery";
 
@@ -76,14 +76,12 @@ impl RegistrationBuilder {
     /// left behind in that case but, at worst, a lease that expires.
     pub async fn register(self) -> Result<Registration, BoxError> {
         if self.endpoints.is_empty() {
-            return Err(ConfigError::new("endpoints", "must not be empty").into());
+            return Err(ConfigError::new(COMPONENT, "endpoints", "must not be empty").into());
         }
         if self.prefix.is_empty() {
-            return Err(ConfigError::new("prefix", "must not be empty").into());
+            return Err(ConfigError::new(COMPONENT, "prefix", "must not be empty").into());
         }
-        if self.ttl.is_zero() {
-            return Err(ConfigError::new("ttl", "must be greater than zero").into());
-        }
+        config::non_zero(COMPONENT, "ttl", self.ttl)?;
         let key = format!("{}{}", self.prefix, self.endpoint.id);
         let backend =
             |e: etcd_client::Error| -> BoxError { Backend::new("etcd", key.clone(), e).into() };

@@ -9,7 +9,7 @@ use watertight_core::{Backoff, Change, Endpoint, EndpointId};
 
 use super::{PrefixEvent, PrefixWatch};
 use crate::driver::{self, BoxSource, Driver};
-use crate::error::{Backend, ConfigError, InvalidEntry};
+use crate::error::{Backend, ConfigError, InvalidEntry, COMPONENT};
 use crate::set;
 use crate::Error;
 
@@ -66,10 +66,14 @@ impl EtcdBuilder {
     /// whole key space).
     pub fn build(self) -> Result<Etcd, ConfigError> {
         if self.endpoints.is_empty() {
-            return Err(ConfigError::new("endpoints", "must not be empty"));
+            return Err(ConfigError::new(
+                COMPONENT,
+                "endpoints",
+                "must not be empty",
+            ));
         }
         if self.prefix.is_empty() {
-            return Err(ConfigError::new("prefix", "must not be empty"));
+            return Err(ConfigError::new(COMPONENT, "prefix", "must not be empty"));
         }
         let retries = match self.seed {
             Some(seed) => self.reconnect.sequence_seeded(seed),
