@@ -151,11 +151,13 @@ mod http_impl {
         Millis(HeaderName),
     }
 
+    static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
     impl DeadlineHeader {
-        fn name(&self) -> HeaderName {
+        fn name(&self) -> &HeaderName {
             match self {
-                DeadlineHeader::GrpcTimeout => HeaderName::from_static("grpc-timeout"),
-                DeadlineHeader::Millis(name) => name.clone(),
+                DeadlineHeader::GrpcTimeout => &GRPC_TIMEOUT,
+                DeadlineHeader::Millis(name) => name,
             }
         }
 
@@ -228,20 +230,7 @@ mod http_impl {
     }
 
     impl<S> ServerDeadline<S> {
-        /// The inner service.
-        pub fn get_ref(&self) -> &S {
-            &self.inner
-        }
-
-        /// The inner service, mutably.
-        pub fn get_mut(&mut self) -> &mut S {
-            &mut self.inner
-        }
-
-        /// The inner service, by value.
-        pub fn into_inner(self) -> S {
-            self.inner
-        }
+        inner_service_accessors!();
     }
 
     impl<S, B> Service<Request<B>> for ServerDeadline<S>
@@ -257,18 +246,19 @@ mod http_impl {
         }
 
         fn call(&mut self, mut req: Request<B>) -> S::Future {
-            let name = self.layer.header.name();
+            let header = &self.layer.header;
             let timeout = req
                 .headers()
-                .get(&name)
-                .and_then(|v| self.layer.header.parse(v));
+                .get(header.name())
+                .and_then(|v| header.parse(v));
             if let Some(mut timeout) = timeout {
                 if let Some(max) = self.layer.max {
                     timeout = timeout.min(max);
                 }
-                let at = Instant::now()
+                let now = Instant::now();
+                let at = now
                     .checked_add(timeout)
-                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+                    .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
                 let deadline = match req.extensions().get::<Deadline>() {
                     Some(d) if d.instant() <= at => *d,
                     _ => Deadline::at(at),
@@ -311,7 +301,6 @@ mod http_impl {
         fn layer(&self, inner: S) -> PropagateDeadline<S> {
             PropagateDeadline {
                 inner,
-                name: self.header.name(),
                 header: self.header.clone(),
             }
         }
@@ -322,25 +311,11 @@ mod http_impl {
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     pub struct PropagateDeadline<S> {
         inner: S,
-        name: HeaderName,
         header: DeadlineHeader,
     }
 
     impl<S> PropagateDeadline<S> {
-        /// The inner service.
-        pub fn get_ref(&self) -> &S {
-            &self.inner
-        }
-
-        /// The inner service, mutably.
-        pub fn get_mut(&mut self) -> &mut S {
-            &mut self.inner
-        }
-
-        /// The inner service, by value.
-        pub fn into_inner(self) -> S {
-            self.inner
-        }
+        inner_service_accessors!();
     }
 
     impl<S, B> Service<Request<B>> for PropagateDeadline<S>
@@ -358,7 +333,7 @@ mod http_impl {
         fn call(&mut self, mut req: Request<B>) -> S::Future {
             if let Some(d) = req.extensions().get::<Deadline>().copied() {
                 let value = self.header.format(d.remaining());
-                req.headers_mut().insert(self.name.clone(), value);
+                req.headers_mut().insert(self.header.name().clone(), value);
             }
             self.inner.call(req)
         }

@@ -94,6 +94,9 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[macro_use]
+mod macros;
+
 pub mod budget;
 mod config;
 pub mod deadline;
