@@ -34,22 +34,20 @@ fn tripped_by(events: &Events) -> Vec<Policy> {
 #[tokio::test(start_paused = true)]
 async fn failure_rate_over_a_count_window_trips_when_the_rate_reaches_the_threshold() {
     let events = Events::default();
-    let (mut svc, mut h) = spawn(
-        builder()
-            .failure_rate_threshold(0.5)
+    let mut cb = spawn(
+        failure_rate(0.5, 10)
             .count_window(10)
-            .minimum_calls(10)
             .on_event(events.listener()),
     );
     // Alternate so no run of failures is long; 9 calls, 4 failures.
     for i in 0..9 {
         let reply = if i % 2 == 1 { Reply::Err } else { Reply::Ok };
-        calls(&mut svc, &mut h, 1, reply);
+        cb.calls(1, reply);
     }
-    assert_eq!(state(&svc), State::Closed);
+    assert_eq!(cb.state(), State::Closed);
     // The tenth call: 5 failures out of 10 is exactly the threshold.
-    calls(&mut svc, &mut h, 1, Reply::Err);
-    assert_eq!(state(&svc), State::Open);
+    cb.calls(1, Reply::Err);
+    assert_eq!(cb.state(), State::Open);
     assert_eq!(tripped_by(&events), [Policy::FailureRate]);
     let t = events.transitions().pop().unwrap();
     assert_eq!((t.window.calls, t.window.failures), (10, 5));
@@ -57,133 +55,97 @@ async fn failure_rate_over_a_count_window_trips_when_the_rate_reaches_the_thresh
 
 #[tokio::test(start_paused = true)]
 async fn failure_rate_over_a_count_window_counts_only_the_last_calls() {
-    let (mut svc, mut h) = spawn(
-        builder()
-            .failure_rate_threshold(0.5)
-            .count_window(4)
-            .minimum_calls(4),
-    );
-    calls(&mut svc, &mut h, 1, Reply::Err);
-    calls(&mut svc, &mut h, 3, Reply::Ok);
+    let mut cb = spawn(failure_rate(0.5, 4).count_window(4));
+    cb.calls(1, Reply::Err);
+    cb.calls(3, Reply::Ok);
     // The failure is pushed out by the next success: 1 of the last 4 failed.
-    calls(&mut svc, &mut h, 1, Reply::Ok);
-    calls(&mut svc, &mut h, 1, Reply::Err);
-    let s = snapshot(&svc);
+    cb.calls(1, Reply::Ok);
+    cb.calls(1, Reply::Err);
+    let s = cb.snapshot();
     assert_eq!((s.window.calls, s.window.failures), (4, 1));
-    assert_eq!(state(&svc), State::Closed);
-    calls(&mut svc, &mut h, 1, Reply::Err);
-    assert_eq!(state(&svc), State::Open, "2 of the last 4 failed");
+    assert_eq!(cb.state(), State::Closed);
+    cb.calls(1, Reply::Err);
+    assert_eq!(cb.state(), State::Open, "2 of the last 4 failed");
 }
 
 #[tokio::test(start_paused = true)]
 async fn failure_rate_waits_for_minimum_calls() {
-    let (mut svc, mut h) = spawn(
-        builder()
-            .failure_rate_threshold(0.5)
-            .count_window(100)
-            .minimum_calls(10),
-    );
-    calls(&mut svc, &mut h, 9, Reply::Err);
-    let s = snapshot(&svc);
+    let mut cb = spawn(failure_rate(0.5, 10).count_window(100));
+    cb.calls(9, Reply::Err);
+    let s = cb.snapshot();
     assert_eq!((s.window.calls, s.window.failure_rate), (9, 1.0));
-    assert_eq!(state(&svc), State::Closed, "9 calls are under the minimum");
-    calls(&mut svc, &mut h, 1, Reply::Err);
-    assert_eq!(state(&svc), State::Open);
+    assert_eq!(cb.state(), State::Closed, "9 calls are under the minimum");
+    cb.calls(1, Reply::Err);
+    assert_eq!(cb.state(), State::Open);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_success_that_completes_minimum_calls_trips_when_the_rate_is_over() {
-    let (mut svc, mut h) = spawn(
-        builder()
-            .failure_rate_threshold(0.5)
-            .count_window(100)
-            .minimum_calls(10),
-    );
-    calls(&mut svc, &mut h, 9, Reply::Err);
-    assert_eq!(state(&svc), State::Closed);
-    calls(&mut svc, &mut h, 1, Reply::Ok);
-    assert_eq!(state(&svc), State::Open, "9 failures in 10 calls");
+    let mut cb = spawn(failure_rate(0.5, 10).count_window(100));
+    cb.calls(9, Reply::Err);
+    assert_eq!(cb.state(), State::Closed);
+    cb.calls(1, Reply::Ok);
+    assert_eq!(cb.state(), State::Open, "9 failures in 10 calls");
 }
 
 #[tokio::test(start_paused = true)]
 async fn minimum_calls_above_the_count_window_size_acts_as_the_size() {
-    let (mut svc, mut h) = spawn(
-        builder()
-            .failure_rate_threshold(1.0)
-            .count_window(5)
-            .minimum_calls(50),
-    );
-    calls(&mut svc, &mut h, 4, Reply::Err);
-    assert_eq!(state(&svc), State::Closed);
-    calls(&mut svc, &mut h, 1, Reply::Err);
-    assert_eq!(state(&svc), State::Open, "a full window is enough");
+    let mut cb = spawn(failure_rate(1.0, 50).count_window(5));
+    cb.calls(4, Reply::Err);
+    assert_eq!(cb.state(), State::Closed);
+    cb.calls(1, Reply::Err);
+    assert_eq!(cb.state(), State::Open, "a full window is enough");
 }
 
 #[tokio::test(start_paused = true)]
 async fn failure_rate_over_a_time_window_trips_within_the_window() {
     let events = Events::default();
-    let (mut svc, mut h) = spawn(
-        builder()
-            .failure_rate_threshold(0.5)
+    let mut cb = spawn(
+        failure_rate(0.5, 4)
             .time_window(secs(10), 10)
-            .minimum_calls(4)
             .on_event(events.listener()),
     );
-    calls(&mut svc, &mut h, 1, Reply::Ok);
-    calls(&mut svc, &mut h, 1, Reply::Err);
+    cb.calls(1, Reply::Ok);
+    cb.calls(1, Reply::Err);
     advance(secs(3)).await;
-    calls(&mut svc, &mut h, 1, Reply::Ok);
-    assert_eq!(state(&svc), State::Closed);
+    cb.calls(1, Reply::Ok);
+    assert_eq!(cb.state(), State::Closed);
     advance(secs(3)).await;
-    calls(&mut svc, &mut h, 1, Reply::Err);
-    assert_eq!(state(&svc), State::Open);
+    cb.calls(1, Reply::Err);
+    assert_eq!(cb.state(), State::Open);
     assert_eq!(tripped_by(&events), [Policy::FailureRate]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn failure_rate_over_a_time_window_forgets_calls_older_than_the_window() {
-    let (mut svc, mut h) = spawn(
-        builder()
-            .failure_rate_threshold(0.5)
-            .time_window(secs(10), 10)
-            .minimum_calls(4),
-    );
-    calls(&mut svc, &mut h, 3, Reply::Err);
+    let mut cb = spawn(failure_rate(0.5, 4).time_window(secs(10), 10));
+    cb.calls(3, Reply::Err);
     advance(secs(11)).await;
-    assert_eq!(snapshot(&svc).window.calls, 0, "the failures fell out");
-    calls(&mut svc, &mut h, 3, Reply::Ok);
-    calls(&mut svc, &mut h, 1, Reply::Err);
-    let s = snapshot(&svc);
+    assert_eq!(cb.snapshot().window.calls, 0, "the failures fell out");
+    cb.calls(3, Reply::Ok);
+    cb.calls(1, Reply::Err);
+    let s = cb.snapshot();
     assert_eq!((s.window.calls, s.window.failures), (4, 1));
-    assert_eq!(
-        state(&svc),
-        State::Closed,
-        "had they counted: 4 of 7 failed"
-    );
+    assert_eq!(cb.state(), State::Closed, "had they counted: 4 of 7 failed");
 }
 
 #[tokio::test(start_paused = true)]
 async fn failure_rate_over_a_time_window_waits_for_minimum_calls() {
-    let (mut svc, mut h) = spawn(
-        builder()
-            .failure_rate_threshold(0.5)
-            .time_window(secs(10), 10)
-            .minimum_calls(5),
-    );
-    calls(&mut svc, &mut h, 4, Reply::Err);
-    assert_eq!(state(&svc), State::Closed);
+    let mut cb = spawn(failure_rate(0.5, 5).time_window(secs(10), 10));
+    cb.calls(4, Reply::Err);
+    assert_eq!(cb.state(), State::Closed);
     // Old failures leaving the window do not count towards the minimum.
     advance(secs(11)).await;
-    calls(&mut svc, &mut h, 4, Reply::Err);
-    assert_eq!(state(&svc), State::Closed);
-    calls(&mut svc, &mut h, 1, Reply::Err);
-    assert_eq!(state(&svc), State::Open);
+    cb.calls(4, Reply::Err);
+    assert_eq!(cb.state(), State::Closed);
+    cb.calls(1, Reply::Err);
+    assert_eq!(cb.state(), State::Open);
 }
 
 #[tokio::test(start_paused = true)]
 async fn slow_call_rate_trips_on_slow_successes() {
     let events = Events::default();
-    let (mut svc, mut h) = spawn(
+    let mut cb = spawn(
         builder()
             .slow_call_duration(secs(1))
             .slow_call_rate_threshold(0.5)
@@ -191,13 +153,13 @@ async fn slow_call_rate_trips_on_slow_successes() {
             .minimum_calls(4)
             .on_event(events.listener()),
     );
-    calls(&mut svc, &mut h, 2, Reply::Ok);
+    cb.calls(2, Reply::Ok);
     for _ in 0..2 {
-        let c = start(&mut svc, &mut h);
+        let c = cb.start();
         advance(secs(1) + MS).await;
         c.answer(Reply::Ok).unwrap();
     }
-    assert_eq!(state(&svc), State::Open);
+    assert_eq!(cb.state(), State::Open);
     assert_eq!(tripped_by(&events), [Policy::SlowCallRate]);
     let t = events.transitions().pop().unwrap();
     assert_eq!(
@@ -208,22 +170,22 @@ async fn slow_call_rate_trips_on_slow_successes() {
 
 #[tokio::test(start_paused = true)]
 async fn a_call_of_exactly_the_slow_call_duration_is_not_slow() {
-    let (mut svc, mut h) = spawn(
+    let mut cb = spawn(
         builder()
             .slow_call_duration(secs(1))
             .count_window(4)
             .minimum_calls(1),
     );
-    let c = start(&mut svc, &mut h);
+    let c = cb.start();
     advance(secs(1)).await;
     c.answer(Reply::Ok).unwrap();
-    assert_eq!(snapshot(&svc).window.slow_calls, 0);
-    assert_eq!(state(&svc), State::Closed);
+    assert_eq!(cb.snapshot().window.slow_calls, 0);
+    assert_eq!(cb.state(), State::Closed);
 }
 
 #[tokio::test(start_paused = true)]
 async fn slow_call_rate_waits_for_minimum_calls() {
-    let (mut svc, mut h) = spawn(
+    let mut cb = spawn(
         builder()
             .slow_call_duration(secs(1))
             .slow_call_rate_threshold(1.0)
@@ -231,42 +193,42 @@ async fn slow_call_rate_waits_for_minimum_calls() {
             .minimum_calls(3),
     );
     for expected in [State::Closed, State::Closed, State::Open] {
-        let c = start(&mut svc, &mut h);
+        let c = cb.start();
         advance(secs(2)).await;
         c.answer(Reply::Ok).unwrap();
-        assert_eq!(state(&svc), expected);
+        assert_eq!(cb.state(), expected);
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn consecutive_failures_trip_after_that_many_in_a_row() {
     let events = Events::default();
-    let (mut svc, mut h) = spawn(
+    let mut cb = spawn(
         builder()
             .consecutive_failures(3)
             .on_event(events.listener()),
     );
-    calls(&mut svc, &mut h, 2, Reply::Err);
-    calls(&mut svc, &mut h, 1, Reply::Ok);
-    calls(&mut svc, &mut h, 2, Reply::Err);
-    assert_eq!(snapshot(&svc).consecutive_failures, 2);
-    assert_eq!(state(&svc), State::Closed, "a success broke the run");
-    calls(&mut svc, &mut h, 1, Reply::Err);
-    assert_eq!(state(&svc), State::Open);
+    cb.calls(2, Reply::Err);
+    cb.calls(1, Reply::Ok);
+    cb.calls(2, Reply::Err);
+    assert_eq!(cb.snapshot().consecutive_failures, 2);
+    assert_eq!(cb.state(), State::Closed, "a success broke the run");
+    cb.calls(1, Reply::Err);
+    assert_eq!(cb.state(), State::Open);
     assert_eq!(tripped_by(&events), [Policy::ConsecutiveFailures]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn consecutive_failures_are_not_gated_by_minimum_calls() {
-    let (mut svc, mut h) = spawn(builder().consecutive_failures(2).minimum_calls(100));
-    calls(&mut svc, &mut h, 2, Reply::Err);
-    assert_eq!(state(&svc), State::Open);
+    let mut cb = spawn(builder().consecutive_failures(2).minimum_calls(100));
+    cb.calls(2, Reply::Err);
+    assert_eq!(cb.state(), State::Open);
 }
 
 #[tokio::test(start_paused = true)]
 async fn policies_that_fire_together_are_all_named() {
     let events = Events::default();
-    let (mut svc, mut h) = spawn(
+    let mut cb = spawn(
         builder()
             .consecutive_failures(4)
             .failure_rate_threshold(1.0)
@@ -274,7 +236,7 @@ async fn policies_that_fire_together_are_all_named() {
             .minimum_calls(4)
             .on_event(events.listener()),
     );
-    calls(&mut svc, &mut h, 4, Reply::Err);
+    cb.calls(4, Reply::Err);
     assert_eq!(
         tripped_by(&events),
         [Policy::FailureRate, Policy::ConsecutiveFailures]
@@ -319,41 +281,41 @@ fn tripping() -> watertight_circuit_breaker::Builder {
 
 #[tokio::test(start_paused = true)]
 async fn open_rejects_until_the_open_duration_has_passed() {
-    let (mut svc, mut h) = spawn(tripping().open_duration(secs(5)));
-    calls(&mut svc, &mut h, 1, Reply::Err);
-    assert_eq!(state(&svc), State::Open);
-    let open = start(&mut svc, &mut h).rejection();
+    let mut cb = spawn(tripping().open_duration(secs(5)));
+    cb.calls(1, Reply::Err);
+    assert_eq!(cb.state(), State::Open);
+    let open = cb.start().rejection();
     assert_eq!((open.state(), open.retry_after()), (State::Open, secs(5)));
 
     advance(secs(5) - MS).await;
-    let open = start(&mut svc, &mut h).rejection();
+    let open = cb.start().rejection();
     assert_eq!(open.retry_after(), MS);
-    assert_eq!(state(&svc), State::Open);
+    assert_eq!(cb.state(), State::Open);
 
     advance(MS).await;
-    let probe = start(&mut svc, &mut h);
+    let probe = cb.start();
     assert!(probe.reached_backend(), "the probe window opened");
-    assert_eq!(state(&svc), State::HalfOpen);
+    assert_eq!(cb.state(), State::HalfOpen);
     probe.answer(Reply::Ok).unwrap();
-    assert_eq!(state(&svc), State::Closed);
+    assert_eq!(cb.state(), State::Closed);
 }
 
 #[tokio::test(start_paused = true)]
 async fn open_duration_grows_over_repeated_trips_and_starts_over_on_close() {
     let events = Events::default();
     let backoff = Backoff::exponential(secs(1), secs(4)).unwrap();
-    let (mut svc, mut h) = spawn(tripping().open_backoff(backoff).on_event(events.listener()));
-    calls(&mut svc, &mut h, 1, Reply::Err);
+    let mut cb = spawn(tripping().open_backoff(backoff).on_event(events.listener()));
+    cb.calls(1, Reply::Err);
     let mut open_for = vec![];
     for _ in 0..4 {
-        let d = snapshot(&svc).retry_after.unwrap();
+        let d = cb.snapshot().retry_after.unwrap();
         open_for.push(d);
         advance(d - MS).await;
-        assert!(!start(&mut svc, &mut h).reached_backend(), "still open");
+        assert!(!cb.start().reached_backend(), "still open");
         advance(MS).await;
         // The probe fails: open again, for longer.
         assert_eq!(
-            call(&mut svc, &mut h, Reply::Err).unwrap_err().to_string(),
+            cb.call(Reply::Err).unwrap_err().to_string(),
             "backend failed"
         );
     }
@@ -362,15 +324,15 @@ async fn open_duration_grows_over_repeated_trips_and_starts_over_on_close() {
         [secs(1), secs(2), secs(4), secs(4)],
         "capped at max"
     );
-    assert_eq!(snapshot(&svc).trips, 5);
+    assert_eq!(cb.snapshot().trips, 5);
 
-    let d = snapshot(&svc).retry_after.unwrap();
+    let d = cb.snapshot().retry_after.unwrap();
     advance(d).await;
-    call(&mut svc, &mut h, Reply::Ok).unwrap();
-    assert_eq!(state(&svc), State::Closed);
-    calls(&mut svc, &mut h, 1, Reply::Err);
+    cb.call(Reply::Ok).unwrap();
+    assert_eq!(cb.state(), State::Closed);
+    cb.calls(1, Reply::Err);
     assert_eq!(
-        snapshot(&svc).retry_after,
+        cb.snapshot().retry_after,
         Some(secs(1)),
         "closing starts the backoff over"
     );
@@ -387,14 +349,14 @@ async fn open_duration_grows_over_repeated_trips_and_starts_over_on_close() {
 
 #[tokio::test(start_paused = true)]
 async fn half_open_admits_exactly_permitted_probes_at_once() {
-    let (mut svc, mut h) = spawn(tripping().permitted_probes(3).success_threshold(3));
-    calls(&mut svc, &mut h, 1, Reply::Err);
+    let mut cb = spawn(tripping().permitted_probes(3).success_threshold(3));
+    cb.calls(1, Reply::Err);
     advance(secs(5)).await;
-    let probes: Vec<_> = (0..3).map(|_| start(&mut svc, &mut h)).collect();
+    let probes: Vec<_> = (0..3).map(|_| cb.start()).collect();
     assert!(probes.iter().all(InFlight::reached_backend));
-    assert_eq!(snapshot(&svc).probes_in_flight, 3);
+    assert_eq!(cb.snapshot().probes_in_flight, 3);
 
-    let open = start(&mut svc, &mut h).rejection();
+    let open = cb.start().rejection();
     assert_eq!(
         (open.state(), open.retry_after()),
         (State::HalfOpen, Duration::ZERO)
@@ -402,43 +364,43 @@ async fn half_open_admits_exactly_permitted_probes_at_once() {
 
     let mut probes = probes.into_iter();
     probes.next().unwrap().answer(Reply::Ok).unwrap();
-    let s = snapshot(&svc);
+    let s = cb.snapshot();
     assert_eq!(
         (s.state, s.probes_in_flight, s.probe_successes),
         (State::HalfOpen, 2, 1)
     );
-    let fourth = start(&mut svc, &mut h);
+    let fourth = cb.start();
     assert!(
         fourth.reached_backend(),
         "a returned permit admits the next probe"
     );
-    assert!(!start(&mut svc, &mut h).reached_backend());
+    assert!(!cb.start().reached_backend());
     for p in probes.chain([fourth]) {
         p.answer(Reply::Ok).unwrap();
     }
-    assert_eq!(state(&svc), State::Closed);
+    assert_eq!(cb.state(), State::Closed);
 }
 
 #[tokio::test(start_paused = true)]
 async fn success_threshold_probe_successes_close_the_breaker() {
-    let (mut svc, mut h) = spawn(tripping().success_threshold(3));
-    calls(&mut svc, &mut h, 1, Reply::Err);
+    let mut cb = spawn(tripping().success_threshold(3));
+    cb.calls(1, Reply::Err);
     advance(secs(5)).await;
     for expected in [State::HalfOpen, State::HalfOpen, State::Closed] {
-        call(&mut svc, &mut h, Reply::Ok).unwrap();
-        assert_eq!(state(&svc), expected);
+        cb.call(Reply::Ok).unwrap();
+        assert_eq!(cb.state(), expected);
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_probe_reopens_the_breaker() {
     let events = Events::default();
-    let (mut svc, mut h) = spawn(tripping().success_threshold(2).on_event(events.listener()));
-    calls(&mut svc, &mut h, 1, Reply::Err);
+    let mut cb = spawn(tripping().success_threshold(2).on_event(events.listener()));
+    cb.calls(1, Reply::Err);
     advance(secs(5)).await;
-    call(&mut svc, &mut h, Reply::Ok).unwrap();
-    call(&mut svc, &mut h, Reply::Err).unwrap_err();
-    assert_eq!(state(&svc), State::Open);
+    cb.call(Reply::Ok).unwrap();
+    cb.call(Reply::Err).unwrap_err();
+    assert_eq!(cb.state(), State::Open);
     assert_eq!(
         events.transitions().last().unwrap().cause,
         Cause::ProbeFailed
@@ -448,7 +410,7 @@ async fn a_failed_probe_reopens_the_breaker() {
 #[tokio::test(start_paused = true)]
 async fn a_slow_probe_reopens_the_breaker_when_slow_calls_trip_it() {
     let events = Events::default();
-    let (mut svc, mut h) = spawn(
+    let mut cb = spawn(
         builder()
             .slow_call_duration(secs(1))
             .slow_call_rate_threshold(0.5)
@@ -457,64 +419,61 @@ async fn a_slow_probe_reopens_the_breaker_when_slow_calls_trip_it() {
             .on_event(events.listener()),
     );
     for _ in 0..2 {
-        let c = start(&mut svc, &mut h);
+        let c = cb.start();
         advance(secs(2)).await;
         c.answer(Reply::Ok).unwrap();
     }
-    assert_eq!(state(&svc), State::Open);
+    assert_eq!(cb.state(), State::Open);
     advance(secs(5)).await;
 
     // The probe succeeds, but as slowly as the calls that tripped it.
-    let probe = start(&mut svc, &mut h);
-    assert_eq!(state(&svc), State::HalfOpen);
+    let probe = cb.start();
+    assert_eq!(cb.state(), State::HalfOpen);
     advance(secs(2)).await;
     probe.answer(Reply::Ok).unwrap();
-    assert_eq!(state(&svc), State::Open);
+    assert_eq!(cb.state(), State::Open);
     assert_eq!(
         events.transitions().last().unwrap().cause,
         Cause::ProbeFailed
     );
-    assert_eq!(snapshot(&svc).trips, 2);
+    assert_eq!(cb.snapshot().trips, 2);
 
     // A fast probe closes it.
     advance(secs(10)).await;
-    let probe = start(&mut svc, &mut h);
-    assert_eq!(state(&svc), State::HalfOpen);
+    let probe = cb.start();
+    assert_eq!(cb.state(), State::HalfOpen);
     advance(secs(1)).await;
     probe.answer(Reply::Ok).unwrap();
-    assert_eq!(state(&svc), State::Closed);
+    assert_eq!(cb.state(), State::Closed);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_probe_closes_the_breaker_when_the_slow_call_policy_is_off() {
-    let (mut svc, mut h) = spawn(tripping());
-    calls(&mut svc, &mut h, 1, Reply::Err);
+    let mut cb = spawn(tripping());
+    cb.calls(1, Reply::Err);
     advance(secs(5)).await;
-    let probe = start(&mut svc, &mut h);
+    let probe = cb.start();
     advance(secs(60)).await;
     probe.answer(Reply::Ok).unwrap();
-    assert_eq!(state(&svc), State::Closed);
+    assert_eq!(cb.state(), State::Closed);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_dropped_probe_frees_its_permit_and_counts_nothing() {
-    let (mut svc, mut h) = spawn(tripping());
-    calls(&mut svc, &mut h, 1, Reply::Err);
+    let mut cb = spawn(tripping());
+    cb.calls(1, Reply::Err);
     advance(secs(5)).await;
-    let probe = start(&mut svc, &mut h);
+    let probe = cb.start();
     assert!(probe.reached_backend());
-    let before = snapshot(&svc);
+    let before = cb.snapshot();
     assert_eq!(
         (before.state, before.probes_in_flight),
         (State::HalfOpen, 1)
     );
-    assert!(
-        !start(&mut svc, &mut h).reached_backend(),
-        "the only permit is taken"
-    );
+    assert!(!cb.start().reached_backend(), "the only permit is taken");
 
     drop(probe);
-    let after = snapshot(&svc);
+    let after = cb.snapshot();
     assert_eq!(
         (
             after.state,
@@ -525,27 +484,27 @@ async fn a_dropped_probe_frees_its_permit_and_counts_nothing() {
         (State::HalfOpen, before.generation, 0, 0),
         "the cancelled probe counted nothing"
     );
-    let next = start(&mut svc, &mut h);
+    let next = cb.start();
     assert!(next.reached_backend(), "its permit went to the next call");
     next.answer(Reply::Ok).unwrap();
-    assert_eq!(state(&svc), State::Closed);
+    assert_eq!(cb.state(), State::Closed);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_late_failure_from_an_earlier_generation_does_not_reopen_a_closed_breaker() {
-    let (mut svc, mut h) = spawn(tripping());
-    let slow = start(&mut svc, &mut h);
-    calls(&mut svc, &mut h, 1, Reply::Err);
-    assert_eq!(state(&svc), State::Open);
+    let mut cb = spawn(tripping());
+    let slow = cb.start();
+    cb.calls(1, Reply::Err);
+    assert_eq!(cb.state(), State::Open);
     advance(secs(5)).await;
-    call(&mut svc, &mut h, Reply::Ok).unwrap();
-    assert_eq!(state(&svc), State::Closed);
-    let generation = snapshot(&svc).generation;
+    cb.call(Reply::Ok).unwrap();
+    assert_eq!(cb.state(), State::Closed);
+    let generation = cb.snapshot().generation;
 
     // Admitted before the trip, it fails now: one failure would trip a
     // breaker of this generation.
     slow.answer(Reply::Err).unwrap_err();
-    let s = snapshot(&svc);
+    let s = cb.snapshot();
     assert_eq!((s.state, s.generation), (State::Closed, generation));
     assert_eq!(
         (s.consecutive_failures, s.window.calls, s.late_results),
@@ -555,35 +514,35 @@ async fn a_late_failure_from_an_earlier_generation_does_not_reopen_a_closed_brea
 
 #[tokio::test(start_paused = true)]
 async fn a_late_probe_failure_does_not_reopen_a_closed_breaker() {
-    let (mut svc, mut h) = spawn(tripping().permitted_probes(2));
-    calls(&mut svc, &mut h, 1, Reply::Err);
+    let mut cb = spawn(tripping().permitted_probes(2));
+    cb.calls(1, Reply::Err);
     advance(secs(5)).await;
-    let first = start(&mut svc, &mut h);
-    let second = start(&mut svc, &mut h);
+    let first = cb.start();
+    let second = cb.start();
     first.answer(Reply::Ok).unwrap();
-    assert_eq!(state(&svc), State::Closed);
+    assert_eq!(cb.state(), State::Closed);
     second.answer(Reply::Err).unwrap_err();
-    let s = snapshot(&svc);
+    let s = cb.snapshot();
     assert_eq!((s.state, s.late_results), (State::Closed, 1));
 }
 
 #[tokio::test(start_paused = true)]
 async fn max_half_open_duration_reopens_a_stuck_half_open_breaker() {
     let events = Events::default();
-    let (mut svc, mut h) = spawn(
+    let mut cb = spawn(
         tripping()
             .max_half_open_duration(secs(10))
             .on_event(events.listener()),
     );
-    calls(&mut svc, &mut h, 1, Reply::Err);
+    cb.calls(1, Reply::Err);
     advance(secs(5)).await;
-    let stuck = start(&mut svc, &mut h);
+    let stuck = cb.start();
     assert!(stuck.reached_backend());
 
     advance(secs(10) - MS).await;
-    assert_eq!(start(&mut svc, &mut h).rejection().state(), State::HalfOpen);
+    assert_eq!(cb.start().rejection().state(), State::HalfOpen);
     advance(MS).await;
-    let open = start(&mut svc, &mut h).rejection();
+    let open = cb.start().rejection();
     assert_eq!(open.state(), State::Open);
     assert_eq!(
         events.transitions().last().unwrap().cause,
@@ -591,89 +550,89 @@ async fn max_half_open_duration_reopens_a_stuck_half_open_breaker() {
     );
     // The stuck probe's answer belongs to a period that is over.
     stuck.answer(Reply::Ok).unwrap();
-    assert_eq!(state(&svc), State::Open);
+    assert_eq!(cb.state(), State::Open);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_probe_that_comes_back_restarts_the_half_open_deadline() {
-    let (mut svc, mut h) = spawn(
+    let mut cb = spawn(
         tripping()
             .success_threshold(2)
             .max_half_open_duration(secs(10)),
     );
-    calls(&mut svc, &mut h, 1, Reply::Err);
+    cb.calls(1, Reply::Err);
     advance(secs(5)).await;
-    let first = start(&mut svc, &mut h);
+    let first = cb.start();
     advance(secs(8)).await;
     first.answer(Reply::Ok).unwrap();
-    let _second = start(&mut svc, &mut h);
+    let _second = cb.start();
     advance(secs(9)).await;
-    assert_eq!(start(&mut svc, &mut h).rejection().state(), State::HalfOpen);
+    assert_eq!(cb.start().rejection().state(), State::HalfOpen);
     advance(secs(1)).await;
-    assert_eq!(start(&mut svc, &mut h).rejection().state(), State::Open);
+    assert_eq!(cb.start().rejection().state(), State::Open);
 }
 
 #[tokio::test(start_paused = true)]
 async fn without_max_half_open_duration_a_stuck_probe_keeps_it_half_open() {
-    let (mut svc, mut h) = spawn(tripping().max_half_open_duration(None));
-    calls(&mut svc, &mut h, 1, Reply::Err);
+    let mut cb = spawn(tripping().max_half_open_duration(None));
+    cb.calls(1, Reply::Err);
     advance(secs(5)).await;
-    let _stuck = start(&mut svc, &mut h);
+    let _stuck = cb.start();
     advance(secs(3600)).await;
-    assert_eq!(start(&mut svc, &mut h).rejection().state(), State::HalfOpen);
+    assert_eq!(cb.start().rejection().state(), State::HalfOpen);
 }
 
 // ---- backpressure --------------------------------------------------------
 
 #[tokio::test(start_paused = true)]
 async fn backpressure_is_pending_while_open_and_woken_exactly_at_the_probe_time() {
-    let (mut svc, mut h) = spawn(tripping().mode(Mode::Backpressure).open_duration(secs(5)));
-    calls(&mut svc, &mut h, 1, Reply::Err);
-    assert_eq!(state(&svc), State::Open);
-    assert_pending!(svc.poll_ready());
+    let mut cb = spawn(tripping().mode(Mode::Backpressure).open_duration(secs(5)));
+    cb.calls(1, Reply::Err);
+    assert_eq!(cb.state(), State::Open);
+    assert_pending!(cb.svc.poll_ready());
 
     advance(secs(5) - MS).await;
-    assert!(!svc.is_woken(), "woken before the probe window opened");
-    assert_pending!(svc.poll_ready());
+    assert!(!cb.svc.is_woken(), "woken before the probe window opened");
+    assert_pending!(cb.svc.poll_ready());
     advance(MS).await;
-    assert!(svc.is_woken(), "not woken when the probe window opened");
+    assert!(cb.svc.is_woken(), "not woken when the probe window opened");
 
-    let probe = start(&mut svc, &mut h);
+    let probe = cb.start();
     assert!(probe.reached_backend());
-    assert_eq!(state(&svc), State::HalfOpen);
+    assert_eq!(cb.state(), State::HalfOpen);
     probe.answer(Reply::Ok).unwrap();
-    assert_eq!(state(&svc), State::Closed);
+    assert_eq!(cb.state(), State::Closed);
 }
 
 #[tokio::test(start_paused = true)]
 async fn backpressure_counts_no_rejection() {
-    let (mut svc, mut h) = spawn(tripping().mode(Mode::Backpressure));
-    calls(&mut svc, &mut h, 1, Reply::Err);
-    assert_pending!(svc.poll_ready());
-    assert_pending!(svc.poll_ready());
-    assert_eq!(snapshot(&svc).rejected, 0);
+    let mut cb = spawn(tripping().mode(Mode::Backpressure));
+    cb.calls(1, Reply::Err);
+    assert_pending!(cb.svc.poll_ready());
+    assert_pending!(cb.svc.poll_ready());
+    assert_eq!(cb.snapshot().rejected, 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn backpressure_is_woken_when_a_probe_permit_comes_back() {
-    let (mut svc, mut h) = spawn(
+    let mut cb = spawn(
         tripping()
             .mode(Mode::Backpressure)
             .success_threshold(2)
             .max_half_open_duration(None),
     );
-    calls(&mut svc, &mut h, 1, Reply::Err);
+    cb.calls(1, Reply::Err);
     advance(secs(5)).await;
-    let probe = start(&mut svc, &mut h);
+    let probe = cb.start();
     assert!(probe.reached_backend());
 
-    let mut other = Spawn::new(svc.get_ref().clone());
+    let mut other = Spawn::new(cb.svc.get_ref().clone());
     assert_pending!(other.poll_ready());
     probe.answer(Reply::Ok).unwrap();
     assert!(other.is_woken());
     assert_ready_ok!(other.poll_ready());
     assert_eq!(
-        snapshot(&svc).probes_in_flight,
+        cb.snapshot().probes_in_flight,
         1,
         "the reservation holds a permit"
     );
@@ -681,15 +640,15 @@ async fn backpressure_is_woken_when_a_probe_permit_comes_back() {
 
 #[tokio::test(start_paused = true)]
 async fn backpressure_is_woken_when_a_probe_is_cancelled() {
-    let (mut svc, mut h) = spawn(
+    let mut cb = spawn(
         tripping()
             .mode(Mode::Backpressure)
             .max_half_open_duration(None),
     );
-    calls(&mut svc, &mut h, 1, Reply::Err);
+    cb.calls(1, Reply::Err);
     advance(secs(5)).await;
-    let probe = start(&mut svc, &mut h);
-    let mut other = Spawn::new(svc.get_ref().clone());
+    let probe = cb.start();
+    let mut other = Spawn::new(cb.svc.get_ref().clone());
     assert_pending!(other.poll_ready());
     drop(probe);
     assert!(other.is_woken());
@@ -698,16 +657,16 @@ async fn backpressure_is_woken_when_a_probe_is_cancelled() {
 
 #[tokio::test(start_paused = true)]
 async fn backpressure_is_woken_at_max_half_open_duration() {
-    let (mut svc, mut h) = spawn(
+    let mut cb = spawn(
         tripping()
             .mode(Mode::Backpressure)
             .open_duration(secs(5))
             .max_half_open_duration(secs(10)),
     );
-    calls(&mut svc, &mut h, 1, Reply::Err);
+    cb.calls(1, Reply::Err);
     advance(secs(5)).await;
-    let _stuck = start(&mut svc, &mut h);
-    let mut other = Spawn::new(svc.get_ref().clone());
+    let _stuck = cb.start();
+    let mut other = Spawn::new(cb.svc.get_ref().clone());
     assert_pending!(other.poll_ready());
     advance(secs(10) - MS).await;
     assert!(!other.is_woken());
@@ -715,7 +674,7 @@ async fn backpressure_is_woken_at_max_half_open_duration() {
     assert!(other.is_woken());
     // The breaker reopens, and the service waits for the next probe time.
     assert_pending!(other.poll_ready());
-    assert_eq!(state(&svc), State::Open);
+    assert_eq!(cb.state(), State::Open);
     advance(secs(5)).await;
     assert!(other.is_woken());
     assert_ready_ok!(other.poll_ready());
@@ -723,15 +682,18 @@ async fn backpressure_is_woken_at_max_half_open_duration() {
 
 #[tokio::test(start_paused = true)]
 async fn backpressure_is_woken_by_a_manual_transition() {
-    let (mut svc, _h) = spawn(builder().mode(Mode::Backpressure));
-    let handle = handle(&svc);
+    let mut cb = spawn(builder().mode(Mode::Backpressure));
+    let handle = cb.handle();
     assert!(handle.force_open());
-    assert_pending!(svc.poll_ready());
+    assert_pending!(cb.svc.poll_ready());
     advance(secs(3600)).await;
-    assert!(!svc.is_woken(), "a forced-open breaker has no probe time");
+    assert!(
+        !cb.svc.is_woken(),
+        "a forced-open breaker has no probe time"
+    );
     assert!(handle.force_close());
-    assert!(svc.is_woken());
-    assert_ready_ok!(svc.poll_ready());
+    assert!(cb.svc.is_woken());
+    assert_ready_ok!(cb.svc.poll_ready());
 }
 
 // ---- manual states -------------------------------------------------------
@@ -739,20 +701,20 @@ async fn backpressure_is_woken_by_a_manual_transition() {
 #[tokio::test(start_paused = true)]
 async fn forced_open_rejects_every_call_until_closed_by_hand() {
     let events = Events::default();
-    let (mut svc, mut h) = spawn(tripping().on_event(events.listener()));
-    let handle = handle(&svc);
+    let mut cb = spawn(tripping().on_event(events.listener()));
+    let handle = cb.handle();
     assert!(handle.force_open());
     assert!(!handle.force_open(), "already forced open");
     advance(secs(3600)).await;
-    let open = start(&mut svc, &mut h).rejection();
+    let open = cb.start().rejection();
     assert_eq!(
         (open.state(), open.retry_after()),
         (State::ForcedOpen, Duration::MAX)
     );
     assert_eq!(open.to_string(), "circuit breaker is forced open");
-    assert_eq!(snapshot(&svc).rejected, 1);
+    assert_eq!(cb.snapshot().rejected, 1);
     assert!(handle.force_close());
-    call(&mut svc, &mut h, Reply::Ok).unwrap();
+    cb.call(Reply::Ok).unwrap();
     assert_eq!(
         events.path(),
         [
@@ -768,11 +730,11 @@ async fn forced_open_rejects_every_call_until_closed_by_hand() {
 
 #[tokio::test(start_paused = true)]
 async fn disabled_passes_every_call_and_records_nothing() {
-    let (mut svc, mut h) = spawn(tripping().failure_rate_threshold(0.5).minimum_calls(1));
-    let handle = handle(&svc);
+    let mut cb = spawn(tripping().failure_rate_threshold(0.5).minimum_calls(1));
+    let handle = cb.handle();
     assert!(handle.disable());
-    calls(&mut svc, &mut h, 10, Reply::Err);
-    let s = snapshot(&svc);
+    cb.calls(10, Reply::Err);
+    let s = cb.snapshot();
     assert_eq!(
         (s.state, s.window.calls, s.consecutive_failures),
         (State::Disabled, 0, 0)
@@ -781,50 +743,50 @@ async fn disabled_passes_every_call_and_records_nothing() {
 
 #[tokio::test(start_paused = true)]
 async fn metrics_only_records_every_call_and_never_trips() {
-    let (mut svc, mut h) = spawn(tripping().failure_rate_threshold(0.5).minimum_calls(1));
-    let handle = handle(&svc);
+    let mut cb = spawn(tripping().failure_rate_threshold(0.5).minimum_calls(1));
+    let handle = cb.handle();
     assert!(handle.metrics_only());
-    calls(&mut svc, &mut h, 10, Reply::Err);
-    let s = snapshot(&svc);
+    cb.calls(10, Reply::Err);
+    let s = cb.snapshot();
     assert_eq!(
         (s.state, s.window.failures, s.consecutive_failures),
         (State::MetricsOnly, 10, 10)
     );
     // Closing by hand keeps what was recorded: the next failure trips.
     assert!(handle.force_close());
-    assert_eq!(snapshot(&svc).window.failures, 10);
-    calls(&mut svc, &mut h, 1, Reply::Err);
-    assert_eq!(state(&svc), State::Open);
+    assert_eq!(cb.snapshot().window.failures, 10);
+    cb.calls(1, Reply::Err);
+    assert_eq!(cb.state(), State::Open);
 }
 
 #[tokio::test(start_paused = true)]
 async fn force_close_from_open_starts_a_fresh_closed_period() {
-    let (mut svc, mut h) = spawn(builder().consecutive_failures(2));
-    calls(&mut svc, &mut h, 2, Reply::Err);
-    let handle = handle(&svc);
+    let mut cb = spawn(builder().consecutive_failures(2));
+    cb.calls(2, Reply::Err);
+    let handle = cb.handle();
     assert!(handle.force_close());
-    let s = snapshot(&svc);
+    let s = cb.snapshot();
     assert_eq!((s.state, s.consecutive_failures), (State::Closed, 0));
-    calls(&mut svc, &mut h, 1, Reply::Err);
-    assert_eq!(state(&svc), State::Closed);
+    cb.calls(1, Reply::Err);
+    assert_eq!(cb.state(), State::Closed);
 }
 
 #[tokio::test(start_paused = true)]
 async fn reset_starts_everything_over() {
     let events = Events::default();
-    let (mut svc, mut h) = spawn(tripping().on_event(events.listener()));
-    calls(&mut svc, &mut h, 1, Reply::Err);
-    let _ = start(&mut svc, &mut h).rejection();
-    let handle = handle(&svc);
+    let mut cb = spawn(tripping().on_event(events.listener()));
+    cb.calls(1, Reply::Err);
+    let _ = cb.start().rejection();
+    let handle = cb.handle();
     handle.reset();
-    let s = snapshot(&svc);
+    let s = cb.snapshot();
     assert_eq!(
         (s.state, s.trips, s.rejected, s.transitions, s.window.calls),
         (State::Closed, 0, 0, 0, 0)
     );
     assert_eq!(events.transitions().last().unwrap().cause, Cause::Reset);
-    calls(&mut svc, &mut h, 1, Reply::Err);
-    assert_eq!(snapshot(&svc).retry_after, Some(secs(5)));
+    cb.calls(1, Reply::Err);
+    assert_eq!(cb.snapshot().retry_after, Some(secs(5)));
 }
 
 // ---- events, errors, sharing ---------------------------------------------
@@ -832,11 +794,11 @@ async fn reset_starts_everything_over() {
 #[tokio::test(start_paused = true)]
 async fn every_transition_and_rejection_is_an_event() {
     let events = Events::default();
-    let (mut svc, mut h) = spawn(tripping().on_event(events.listener()));
-    calls(&mut svc, &mut h, 1, Reply::Err);
-    let _ = start(&mut svc, &mut h).rejection();
+    let mut cb = spawn(tripping().on_event(events.listener()));
+    cb.calls(1, Reply::Err);
+    let _ = cb.start().rejection();
     advance(secs(5)).await;
-    call(&mut svc, &mut h, Reply::Ok).unwrap();
+    cb.call(Reply::Ok).unwrap();
     assert_eq!(
         events.path(),
         [
@@ -863,16 +825,13 @@ async fn every_transition_and_rejection_is_an_event() {
 // ---- groups --------------------------------------------------------------
 
 /// `n` breakers of one layer (each service its own breaker), in `group`.
-fn members(builder: watertight_circuit_breaker::Builder, n: usize) -> Vec<(Svc, MockHandle)> {
+fn members(builder: watertight_circuit_breaker::Builder, n: usize) -> Vec<Harness<Breaker>> {
     let layer = builder.build().expect("valid configuration");
-    (0..n).map(|_| mock::spawn_layer(layer.clone())).collect()
+    (0..n).map(|_| Harness::new(layer.clone())).collect()
 }
 
-fn open_members(members: &[(Svc, MockHandle)]) -> usize {
-    members
-        .iter()
-        .filter(|(s, _)| state(s) == State::Open)
-        .count()
+fn open_members(members: &[Harness<Breaker>]) -> usize {
+    members.iter().filter(|m| m.state() == State::Open).count()
 }
 
 #[tokio::test(start_paused = true)]
@@ -884,8 +843,8 @@ async fn a_group_refuses_trips_beyond_its_open_share() {
         6,
     );
     assert_eq!(group.members(), 6);
-    for (svc, h) in &mut m {
-        calls(svc, h, 1, Reply::Err);
+    for cb in &mut m {
+        cb.calls(1, Reply::Err);
     }
     // 2 of 6 is 33%; a third would be 50%.
     assert_eq!(open_members(&m), 2);
@@ -900,36 +859,30 @@ async fn a_group_refuses_trips_beyond_its_open_share() {
         .collect();
     assert_eq!(refused, [(2, 6); 4]);
     // A refused breaker stays closed and keeps serving.
-    let (svc, h) = &mut m[5];
-    assert_eq!(state(svc), State::Closed);
-    call(svc, h, Reply::Ok).unwrap();
+    assert_eq!(m[5].state(), State::Closed);
+    m[5].call(Reply::Ok).unwrap();
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_member_that_closes_makes_room_for_another_to_trip() {
     let group = BreakerGroup::new(34.0).unwrap();
     let mut m = members(tripping().group(group.clone()), 6);
-    for (svc, h) in &mut m {
-        calls(svc, h, 1, Reply::Err);
+    for cb in &mut m {
+        cb.calls(1, Reply::Err);
     }
     assert_eq!(open_members(&m), 2);
     // Half-open still holds its slot.
     advance(secs(5)).await;
-    let probe = {
-        let (svc, h) = &mut m[0];
-        start(svc, h)
-    };
-    assert_eq!(state(&m[0].0), State::HalfOpen);
-    let (svc, h) = &mut m[2];
-    calls(svc, h, 1, Reply::Err);
-    assert_eq!(state(svc), State::Closed);
+    let probe = m[0].start();
+    assert_eq!(m[0].state(), State::HalfOpen);
+    m[2].calls(1, Reply::Err);
+    assert_eq!(m[2].state(), State::Closed);
     // Its probe succeeds: closed, and the slot is free.
     probe.answer(Reply::Ok).unwrap();
-    assert_eq!(state(&m[0].0), State::Closed);
+    assert_eq!(m[0].state(), State::Closed);
     assert_eq!(group.open(), 1);
-    let (svc, h) = &mut m[2];
-    calls(svc, h, 1, Reply::Err);
-    assert_eq!(state(svc), State::Open);
+    m[2].calls(1, Reply::Err);
+    assert_eq!(m[2].state(), State::Open);
     assert_eq!(group.open(), 2);
 }
 
@@ -937,8 +890,8 @@ async fn a_member_that_closes_makes_room_for_another_to_trip() {
 async fn one_member_may_always_open() {
     let group = BreakerGroup::new(0.0).unwrap();
     let mut m = members(tripping().group(group.clone()), 9);
-    for (svc, h) in &mut m {
-        calls(svc, h, 1, Reply::Err);
+    for cb in &mut m {
+        cb.calls(1, Reply::Err);
     }
     assert_eq!(open_members(&m), 1);
     assert_eq!(group.refused(), 8);
@@ -948,27 +901,25 @@ async fn one_member_may_always_open() {
 async fn a_dropped_member_leaves_its_group_and_its_slot() {
     let group = BreakerGroup::new(50.0).unwrap();
     let mut m = members(tripping().group(group.clone()), 4);
-    for (svc, h) in m.iter_mut().take(2) {
-        calls(svc, h, 1, Reply::Err);
+    for cb in m.iter_mut().take(2) {
+        cb.calls(1, Reply::Err);
     }
     assert_eq!((group.members(), group.open()), (4, 2));
     drop(m.remove(0));
     assert_eq!((group.members(), group.open()), (3, 1));
     // One of three open: a second would be 67%.
-    let (svc, h) = &mut m[1];
-    calls(svc, h, 1, Reply::Err);
-    assert_eq!(state(svc), State::Closed);
+    m[1].calls(1, Reply::Err);
+    assert_eq!(m[1].state(), State::Closed);
 }
 
 #[tokio::test(start_paused = true)]
 async fn forced_open_by_hand_is_not_limited_by_the_group() {
     let group = BreakerGroup::new(0.0).unwrap();
     let mut m = members(tripping().group(group.clone()), 3);
-    let (svc, h) = &mut m[0];
-    calls(svc, h, 1, Reply::Err);
-    handle(&m[1].0).force_open();
-    handle(&m[2].0).force_open();
-    assert!(m[1..].iter().all(|(s, _)| state(s) == State::ForcedOpen));
+    m[0].calls(1, Reply::Err);
+    m[1].handle().force_open();
+    m[2].handle().force_open();
+    assert!(m[1..].iter().all(|cb| cb.state() == State::ForcedOpen));
     assert_eq!(group.open(), 1);
 }
 
@@ -988,18 +939,18 @@ fn invalid_group_input_is_a_typed_error_naming_the_field() {
 
 #[tokio::test(start_paused = true)]
 async fn inner_errors_pass_through_unchanged() {
-    let (mut svc, mut h) = spawn(builder());
-    let err = call(&mut svc, &mut h, Reply::Err).unwrap_err();
+    let mut cb = spawn(builder());
+    let err = cb.call(Reply::Err).unwrap_err();
     assert_eq!(err.to_string(), "backend failed");
     assert!(open(&err).is_none());
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_open_rejection_says_when_to_retry() {
-    let (mut svc, mut h) = spawn(tripping().open_duration(secs(30)));
-    calls(&mut svc, &mut h, 1, Reply::Err);
+    let mut cb = spawn(tripping().open_duration(secs(30)));
+    cb.calls(1, Reply::Err);
     advance(secs(10)).await;
-    let open = start(&mut svc, &mut h).rejection();
+    let open = cb.start().rejection();
     assert_eq!(open.retry_after(), secs(20));
     assert_eq!(
         open.to_string(),
@@ -1009,10 +960,10 @@ async fn an_open_rejection_says_when_to_retry() {
 
 #[tokio::test(start_paused = true)]
 async fn clones_of_a_service_share_its_breaker() {
-    let (mut svc, mut h) = spawn(tripping());
-    let mut other = Spawn::new(svc.get_ref().clone());
-    calls(&mut svc, &mut h, 1, Reply::Err);
-    assert!(other.get_ref().handle().same_breaker(&handle(&svc)));
+    let mut cb = spawn(tripping());
+    let mut other = Spawn::new(cb.svc.get_ref().clone());
+    cb.calls(1, Reply::Err);
+    assert!(other.get_ref().handle().same_breaker(&cb.handle()));
     assert_ready_ok!(other.poll_ready());
     let err = other.call("req").await.unwrap_err();
     assert_eq!(open(&err).unwrap().state(), State::Open);
@@ -1121,14 +1072,13 @@ fn the_defaults_are_valid_and_documented() {
 
 mod keyed {
     use super::*;
-    use std::task::Poll;
     use tower_test::mock::Mock;
     use watertight_circuit_breaker::error::TooManyKeys;
     use watertight_circuit_breaker::{KeyedBuilder, KeyedCircuitBreaker};
     use watertight_core::find_cause;
 
     type KeyFn = fn(&Req) -> Req;
-    type Keyed = Spawn<KeyedCircuitBreaker<Mock<Req, Res>, KeyFn, Req>>;
+    type Keyed = KeyedCircuitBreaker<Mock<Req, Res>, KeyFn, Req>;
 
     fn by_request(req: &Req) -> Req {
         req
@@ -1138,40 +1088,18 @@ mod keyed {
         tripping().keyed(by_request as KeyFn)
     }
 
-    fn spawn_keyed(b: KeyedBuilder<KeyFn, Req>) -> (Keyed, MockHandle) {
-        mock::spawn_layer(b.build().unwrap())
-    }
-
-    /// One call for `key`, answered with `reply` if it reaches the backend.
-    fn call_key(
-        svc: &mut Keyed,
-        h: &mut MockHandle,
-        key: Req,
-        reply: Reply,
-    ) -> Result<Res, BoxErrorAlias> {
-        assert_ready_ok!(svc.poll_ready());
-        let mut fut = tokio_test::task::spawn(svc.call(key));
-        if let Poll::Ready(Some((req, send))) = h.poll_request() {
-            assert_eq!(req, key);
-            match reply {
-                Reply::Ok => send.send_response("ok"),
-                Reply::Err => send.send_error("backend failed"),
-            }
-        }
-        match fut.poll() {
-            Poll::Ready(r) => r,
-            Poll::Pending => panic!("the call completes"),
-        }
+    fn spawn_keyed(b: KeyedBuilder<KeyFn, Req>) -> Harness<Keyed> {
+        Harness::new(b.build().unwrap())
     }
 
     #[tokio::test(start_paused = true)]
     async fn each_key_has_its_own_breaker() {
-        let (mut svc, mut h) = spawn_keyed(keyed());
-        call_key(&mut svc, &mut h, "a", Reply::Err).unwrap_err();
-        let err = call_key(&mut svc, &mut h, "a", Reply::Ok).unwrap_err();
+        let mut cb = spawn_keyed(keyed());
+        cb.call_with("a", Reply::Err).unwrap_err();
+        let err = cb.call_with("a", Reply::Ok).unwrap_err();
         assert_eq!(open(&err).unwrap().state(), State::Open);
-        call_key(&mut svc, &mut h, "b", Reply::Ok).unwrap();
-        let handle = svc.get_ref().handle();
+        cb.call_with("b", Reply::Ok).unwrap();
+        let handle = cb.svc.get_ref().handle();
         assert_eq!(handle.get(&"a").unwrap().state(), State::Open);
         assert_eq!(handle.get(&"b").unwrap().state(), State::Closed);
         let mut keys = handle.keys();
@@ -1181,43 +1109,43 @@ mod keyed {
 
     #[tokio::test(start_paused = true)]
     async fn keyed_handles_control_each_key_alone() {
-        let (mut svc, mut h) = spawn_keyed(keyed());
-        call_key(&mut svc, &mut h, "a", Reply::Ok).unwrap();
-        call_key(&mut svc, &mut h, "b", Reply::Ok).unwrap();
-        let handle = svc.get_ref().handle();
+        let mut cb = spawn_keyed(keyed());
+        cb.call_with("a", Reply::Ok).unwrap();
+        cb.call_with("b", Reply::Ok).unwrap();
+        let handle = cb.svc.get_ref().handle();
         assert!(handle.get(&"a").unwrap().force_open());
-        let err = call_key(&mut svc, &mut h, "a", Reply::Ok).unwrap_err();
+        let err = cb.call_with("a", Reply::Ok).unwrap_err();
         assert_eq!(open(&err).unwrap().state(), State::ForcedOpen);
-        call_key(&mut svc, &mut h, "b", Reply::Ok).unwrap();
+        cb.call_with("b", Reply::Ok).unwrap();
         assert!(handle.get(&"c").is_none());
     }
 
     #[tokio::test(start_paused = true)]
     async fn idle_keys_are_evicted() {
-        let (mut svc, mut h) = spawn_keyed(keyed().idle_timeout(secs(60)));
-        let handle = svc.get_ref().handle();
-        call_key(&mut svc, &mut h, "a", Reply::Ok).unwrap();
-        call_key(&mut svc, &mut h, "b", Reply::Err).unwrap_err();
+        let mut cb = spawn_keyed(keyed().idle_timeout(secs(60)));
+        let handle = cb.svc.get_ref().handle();
+        cb.call_with("a", Reply::Ok).unwrap();
+        cb.call_with("b", Reply::Err).unwrap_err();
         assert_eq!(handle.get(&"b").unwrap().state(), State::Open);
         advance(secs(30)).await;
-        call_key(&mut svc, &mut h, "a", Reply::Ok).unwrap();
+        cb.call_with("a", Reply::Ok).unwrap();
         advance(secs(31)).await;
         // `b` has been idle for 61 s, `a` for 31 s.
-        call_key(&mut svc, &mut h, "c", Reply::Ok).unwrap();
+        cb.call_with("c", Reply::Ok).unwrap();
         let mut keys = handle.keys();
         keys.sort();
         assert_eq!(keys, ["a", "c"]);
         // A new breaker for `b`, closed.
-        call_key(&mut svc, &mut h, "b", Reply::Ok).unwrap();
+        cb.call_with("b", Reply::Ok).unwrap();
         assert_eq!(handle.get(&"b").unwrap().state(), State::Closed);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_new_key_past_the_cap_is_refused_with_too_many_keys() {
-        let (mut svc, mut h) = spawn_keyed(keyed().max_keys(2).idle_timeout(secs(60)));
-        call_key(&mut svc, &mut h, "a", Reply::Ok).unwrap();
-        call_key(&mut svc, &mut h, "b", Reply::Ok).unwrap();
-        let err = call_key(&mut svc, &mut h, "c", Reply::Ok).unwrap_err();
+        let mut cb = spawn_keyed(keyed().max_keys(2).idle_timeout(secs(60)));
+        cb.call_with("a", Reply::Ok).unwrap();
+        cb.call_with("b", Reply::Ok).unwrap();
+        let err = cb.call_with("c", Reply::Ok).unwrap_err();
         let refused = find_cause::<TooManyKeys>(&*err).expect("typed error");
         assert_eq!(refused.max_keys(), 2);
         assert_eq!(
@@ -1225,37 +1153,41 @@ mod keyed {
             "keyed circuit breaker holds its maximum of 2 keys"
         );
         // Known keys still pass.
-        call_key(&mut svc, &mut h, "a", Reply::Ok).unwrap();
+        cb.call_with("a", Reply::Ok).unwrap();
 
         advance(secs(60)).await;
-        call_key(&mut svc, &mut h, "c", Reply::Ok).unwrap();
-        assert_eq!(svc.get_ref().handle().len(), 1, "both idle keys made room");
+        cb.call_with("c", Reply::Ok).unwrap();
+        assert_eq!(
+            cb.svc.get_ref().handle().len(),
+            1,
+            "both idle keys made room"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn keys_in_a_manual_state_are_never_evicted() {
-        let (mut svc, mut h) = spawn_keyed(keyed().max_keys(1).idle_timeout(secs(60)));
-        call_key(&mut svc, &mut h, "a", Reply::Ok).unwrap();
-        let handle = svc.get_ref().handle();
+        let mut cb = spawn_keyed(keyed().max_keys(1).idle_timeout(secs(60)));
+        cb.call_with("a", Reply::Ok).unwrap();
+        let handle = cb.svc.get_ref().handle();
         handle.get(&"a").unwrap().force_open();
         advance(secs(3600)).await;
         assert_eq!(handle.evict_idle(), 0);
-        let err = call_key(&mut svc, &mut h, "b", Reply::Ok).unwrap_err();
+        let err = cb.call_with("b", Reply::Ok).unwrap_err();
         assert!(find_cause::<TooManyKeys>(&*err).is_some());
         handle.get(&"a").unwrap().force_close();
         assert_eq!(handle.evict_idle(), 1);
-        call_key(&mut svc, &mut h, "b", Reply::Ok).unwrap();
+        cb.call_with("b", Reply::Ok).unwrap();
     }
 
     #[tokio::test(start_paused = true)]
     async fn keyed_events_name_the_key() {
         let events = Events::default();
-        let (mut svc, mut h) = spawn_keyed(
+        let mut cb = spawn_keyed(
             tripping()
                 .on_event(events.listener())
                 .keyed(by_request as KeyFn),
         );
-        call_key(&mut svc, &mut h, "tenant-7", Reply::Err).unwrap_err();
+        cb.call_with("tenant-7", Reply::Err).unwrap_err();
         let t = events.transitions().pop().unwrap();
         assert_eq!((t.key.as_deref(), t.to), (Some("tenant-7"), State::Open));
     }

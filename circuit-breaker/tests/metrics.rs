@@ -51,7 +51,7 @@ async fn breakers_report_state_calls_rejections_transitions_and_keys() {
         .install()
         .expect("the only recorder of this binary");
 
-    let (mut svc, mut h) = spawn(builder().name("orders").consecutive_failures(2));
+    let mut cb = spawn(builder().name("orders").consecutive_failures(2));
     let m = read(&snapshotter);
     assert_eq!(
         get(&m, "watertight_circuit_breaker_state{name=orders}"),
@@ -73,10 +73,10 @@ async fn breakers_report_state_calls_rejections_transitions_and_keys() {
         0.0
     );
 
-    calls(&mut svc, &mut h, 3, Reply::Ok);
-    calls(&mut svc, &mut h, 2, Reply::Err);
-    let _ = start(&mut svc, &mut h).rejection();
-    let _ = start(&mut svc, &mut h).rejection();
+    cb.calls(3, Reply::Ok);
+    cb.calls(2, Reply::Err);
+    let _ = cb.start().rejection();
+    let _ = cb.start().rejection();
     let m = read(&snapshotter);
     assert_eq!(
         get(&m, "watertight_circuit_breaker_state{name=orders}"),
@@ -109,7 +109,7 @@ async fn breakers_report_state_calls_rejections_transitions_and_keys() {
     );
 
     advance(Duration::from_secs(5)).await;
-    let probe = start(&mut svc, &mut h);
+    let probe = cb.start();
     let m = read(&snapshotter);
     assert_eq!(
         get(&m, "watertight_circuit_breaker_state{name=orders}"),
