@@ -38,11 +38,7 @@ fn retries_granted(budget: &RatioBudget, asks: usize) -> usize {
 async fn fractional_ratio_is_exact_where_tower_857_over_allocates() {
     use tower::retry::budget::{Budget as _, TpsBudget};
 
-    let ours = RatioBudget::builder()
-        .ratio(0.6)
-        .min_per_sec(0)
-        .build()
-        .unwrap();
+    let ours = ratio_only(0.6);
     let towers = TpsBudget::new(Duration::from_secs(10), 0, 0.6);
     for _ in 0..100 {
         ours.deposit();
@@ -68,11 +64,7 @@ async fn ratio_budget_grants_exactly_ratio_times_requests() {
         (1.5, 10, 15),
         (0.0, 1000, 0),
     ] {
-        let b = RatioBudget::builder()
-            .ratio(ratio)
-            .min_per_sec(0)
-            .build()
-            .unwrap();
+        let b = ratio_only(ratio);
         for _ in 0..requests {
             b.deposit();
         }
@@ -481,7 +473,7 @@ proptest! {
         let rt = paused_runtime();
         rt.block_on(async {
             let ratio = f64::from(ratio_pct) / 100.0;
-            let budget = RatioBudget::builder().ratio(ratio).min_per_sec(0).build().unwrap();
+            let budget = ratio_only(ratio);
             let layer = RetryLayer::builder()
                 .policy(any_policy())
                 .max_attempts(5)

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use tokio::time::{sleep, Instant};
 use tower::{Layer, Service, ServiceExt};
 use watertight_core::{Attempted, BoxError, EndpointId, Extensions};
-use watertight_retry::budget::{Budget, ConcurrencyBudget, RatioBudget};
+use watertight_retry::budget::{Budget, RatioBudget};
 use watertight_retry::event::Event;
 use watertight_retry::hedge::{HedgeBuilder, HedgeConfig, HedgeDelay, HedgeLayer};
 
@@ -333,13 +333,7 @@ async fn hedges_withdraw_from_the_budget() {
     let backend = Backend::new(|_, _| Act::After(MS * 100, 200));
     let layer = builder()
         .delay(HedgeDelay::fixed(MS * 10))
-        .budget(
-            RatioBudget::builder()
-                .ratio(0.5)
-                .min_per_sec(0)
-                .build()
-                .unwrap(),
-        )
+        .budget(ratio_only(0.5))
         .on_event(events.listener())
         .build()
         .unwrap();
@@ -404,13 +398,7 @@ async fn hedges_share_the_requests_attempted() {
 
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_hedged_request_gives_back_its_budget() {
-    let budget = Arc::new(
-        ConcurrencyBudget::builder()
-            .ratio(0.0)
-            .min_concurrency(1)
-            .build()
-            .unwrap(),
-    );
+    let budget = one_retry_at_a_time();
     let backend = Backend::new(|_, _| Act::Hang);
     let layer = builder()
         .delay(HedgeDelay::fixed(MS * 10))

@@ -15,6 +15,7 @@ use futures::stream;
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
@@ -315,92 +316,79 @@ async fn upload(State(received): State<Received>, body: Bytes) -> Response<Strin
     }
 }
 
-async fn serve(received: Received) -> std::net::SocketAddr {
+/// What an upload over loopback came to.
+struct Upload {
+    res: Response<Incoming>,
+    /// The bodies the server received, in order.
+    received: Vec<Bytes>,
+    retries: u64,
+    /// From the call to its response.
+    took: Duration,
+}
+
+/// Streams `parts` in a POST, marked safe to retry, from a hyper client
+/// behind the HTTP retry preset to an axum server on loopback that answers
+/// its first request with 503 and `Retry-After: 1`.
+async fn upload_over_loopback(parts: &[Bytes]) -> Upload {
+    let received = Received::default();
     let app = Router::new()
         .route("/upload", post(upload))
-        .with_state(received);
+        .with_state(received.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
 
-fn post_body<B>(addr: std::net::SocketAddr, body: B) -> Request<ReplayBody<B>>
-where
-    B: Body,
-{
+    let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Chunks>>();
+    let retry = RetryLayer::builder()
+        .policy(StandardPolicy::http())
+        .build()
+        .unwrap();
+    let mut svc = retry.layer(client);
     let mut req = Request::post(format!("http://{addr}/upload"))
-        .body(ReplayBody::new(body))
+        .body(ReplayBody::new(streamed(parts)))
         .unwrap();
     req.extensions_mut().insert(RetrySafe);
-    req
+    let started = Instant::now();
+    let res = svc.ready().await.unwrap().call(req).await.unwrap();
+    let took = started.elapsed();
+    let received = received.0.lock().clone();
+    Upload {
+        res,
+        received,
+        retries: retry.handle().snapshot().retries,
+        took,
+    }
 }
 
 /// Real sockets, real time: the server's `Retry-After: 1` costs one second.
 #[tokio::test]
 async fn hyper_client_replays_a_streamed_post_after_503_retry_after() {
-    let received = Received::default();
-    let addr = serve(received.clone()).await;
-    let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Chunks>>();
-    let retry = RetryLayer::builder()
-        .policy(StandardPolicy::http())
-        .build()
-        .unwrap();
-    let mut svc = retry.layer(client);
-
     let parts = chunks(&[1000, 2000, 3000, 4000]);
-    let started = Instant::now();
-    let res = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(post_body(addr, streamed(&parts)))
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "Retry-After honoured"
-    );
-    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let up = upload_over_loopback(&parts).await;
+    assert_eq!(up.res.status(), StatusCode::OK);
+    assert!(up.took >= Duration::from_secs(1), "Retry-After honoured");
+    let body = up.res.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "stored");
-    let got = received.0.lock().clone();
-    assert_eq!(got.len(), 2);
-    assert_eq!(got[0], concat(&parts));
-    assert_eq!(got[1], concat(&parts), "byte-identical replay");
-    assert_eq!(retry.handle().snapshot().retries, 1);
+    assert_eq!(up.received.len(), 2);
+    assert_eq!(up.received[0], concat(&parts));
+    assert_eq!(up.received[1], concat(&parts), "byte-identical replay");
+    assert_eq!(up.retries, 1);
 }
 
 #[tokio::test]
 async fn hyper_client_sends_an_over_limit_body_once() {
-    let received = Received::default();
-    let addr = serve(received.clone()).await;
-    let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Chunks>>();
-    let retry = RetryLayer::builder()
-        .policy(StandardPolicy::http())
-        .build()
-        .unwrap();
-    let mut svc = retry.layer(client);
-
     // 80 KiB in 8 KiB chunks, over the 64 KiB replay limit.
     let parts = chunks(&[8192; 10]);
-    let res = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(post_body(addr, streamed(&parts)))
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let up = upload_over_loopback(&parts).await;
+    assert_eq!(up.res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
-        res.extensions().get::<RetriesExhausted>(),
+        up.res.extensions().get::<RetriesExhausted>(),
         Some(&RetriesExhausted {
             reason: Reason::NotReplayable,
             attempts: 1
         })
     );
-    let got = received.0.lock().clone();
-    assert_eq!(got.len(), 1, "sent once");
-    assert_eq!(got[0], concat(&parts));
-    assert_eq!(retry.handle().snapshot().retries, 0);
+    assert_eq!(up.received.len(), 1, "sent once");
+    assert_eq!(up.received[0], concat(&parts));
+    assert_eq!(up.retries, 0);
 }

@@ -2,7 +2,6 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
@@ -11,7 +10,7 @@ use tokio_test::{assert_pending, assert_ready_ok};
 use tower::Layer;
 use tower_test::mock;
 use watertight_core::{find_cause, Attempted, Backoff, BoxError, EndpointId, Extensions, Hint};
-use watertight_retry::budget::{Budget, BudgetConfig, ConcurrencyBudget, RatioBudget};
+use watertight_retry::budget::{Budget, BudgetConfig, RatioBudget};
 use watertight_retry::deadline::Deadline;
 use watertight_retry::error::{AttemptTimedOut, DeadlineExceeded, Exhausted};
 use watertight_retry::event::Event;
@@ -238,11 +237,7 @@ async fn do_not_retry_hint_stops_retries() {
 
 #[tokio::test(start_paused = true)]
 async fn budget_refusal_ends_the_request_with_its_last_error() {
-    let budget = RatioBudget::builder()
-        .ratio(0.0)
-        .min_per_sec(0)
-        .build()
-        .unwrap();
+    let budget = ratio_only(0.0);
     let layer = builder().budget(budget).build().unwrap();
     let h = layer.handle();
     let (mut svc, mut handle) = mocked(layer);
@@ -517,13 +512,7 @@ async fn every_service_of_a_layer_shares_its_budget() {
 
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_request_gives_back_what_it_took_from_the_budget() {
-    let budget = Arc::new(
-        ConcurrencyBudget::builder()
-            .ratio(0.0)
-            .min_concurrency(1)
-            .build()
-            .unwrap(),
-    );
+    let budget = one_retry_at_a_time();
     let layer = builder()
         .shared_budget(budget.clone())
         .backoff(constant(1000))

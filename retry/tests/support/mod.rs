@@ -13,6 +13,7 @@ use tower::{Layer, Service};
 use tower_test::mock::{self, Mock, Spawn};
 use watertight_core::classify::{classify_fn, ClassifyFn};
 use watertight_core::{BoxError, Extensions, Hint, ResponseClass};
+use watertight_retry::budget::{ConcurrencyBudget, RatioBudget};
 use watertight_retry::event::Event;
 use watertight_retry::policy::{hints_fn, AllRequests, ByClone, HintsFn, MarkedSafe};
 use watertight_retry::StandardPolicy;
@@ -30,20 +31,6 @@ impl Req {
             id,
             ext: http::Extensions::new(),
         }
-    }
-}
-
-impl Extensions for Req {
-    fn extension<T: Send + Sync + 'static>(&self) -> Option<&T> {
-        self.ext.get()
-    }
-
-    fn insert_extension<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
-        self.ext.insert(value);
-    }
-
-    fn carries_extensions(&self) -> bool {
-        true
     }
 }
 
@@ -75,19 +62,26 @@ impl Res {
     }
 }
 
-impl Extensions for Res {
-    fn extension<T: Send + Sync + 'static>(&self) -> Option<&T> {
-        self.ext.get()
-    }
+/// `Extensions` kept in the `ext` field.
+macro_rules! carries_extensions {
+    ($($t:ty),*) => {$(
+        impl Extensions for $t {
+            fn extension<T: Send + Sync + 'static>(&self) -> Option<&T> {
+                self.ext.get()
+            }
 
-    fn insert_extension<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
-        self.ext.insert(value);
-    }
+            fn insert_extension<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
+                self.ext.insert(value);
+            }
 
-    fn carries_extensions(&self) -> bool {
-        true
-    }
+            fn carries_extensions(&self) -> bool {
+                true
+            }
+        }
+    )*};
 }
+
+carries_extensions!(Req, Res);
 
 pub type Classifier = ClassifyFn<fn(&Result<Res, BoxError>) -> ResponseClass>;
 pub type Hints = HintsFn<fn(&Result<Res, BoxError>) -> Option<Hint>>;
@@ -132,6 +126,28 @@ pub fn marked_policy() -> MarkedPolicy {
 }
 
 pub const MS: Duration = Duration::from_millis(1);
+
+/// A ratio budget without its per-second reserve: `ratio` retries per
+/// request, no more.
+pub fn ratio_only(ratio: f64) -> RatioBudget {
+    RatioBudget::builder()
+        .ratio(ratio)
+        .min_per_sec(0)
+        .build()
+        .unwrap()
+}
+
+/// A concurrency budget that lets one retry be in flight at a time, kept
+/// to be watched.
+pub fn one_retry_at_a_time() -> Arc<ConcurrencyBudget> {
+    Arc::new(
+        ConcurrencyBudget::builder()
+            .ratio(0.0)
+            .min_concurrency(1)
+            .build()
+            .unwrap(),
+    )
+}
 
 /// Collects events.
 #[derive(Clone, Default)]
