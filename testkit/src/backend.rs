@@ -55,17 +55,34 @@ impl Latency {
             Latency::Uniform(lo, hi) if hi > lo => rng.random_range(lo..=hi),
             Latency::Uniform(lo, _) => lo,
             Latency::LogNormal { median, p99 } => {
-                // z(0.99) of the standard normal.
-                const Z99: f64 = 2.326_347_874;
                 let mu = median.as_secs_f64().max(1e-9).ln();
-                let sigma = (p99.as_secs_f64().max(median.as_secs_f64())
-                    / median.as_secs_f64().max(1e-9))
-                .ln()
-                    / Z99;
+                let sigma = log_normal_sigma(median, p99);
                 Duration::from_secs_f64((mu + sigma * standard_normal(rng)).exp().min(3600.0))
             }
         }
     }
+
+    /// The mean of the distribution.
+    pub fn mean(&self) -> Duration {
+        match *self {
+            Latency::Fixed(d) => d,
+            Latency::Uniform(lo, hi) if hi > lo => (lo + hi) / 2,
+            Latency::Uniform(lo, _) => lo,
+            Latency::LogNormal { median, p99 } => {
+                // E[X] = median · exp(σ²/2) for a log-normal.
+                let sigma = log_normal_sigma(median, p99);
+                median.mul_f64((sigma * sigma / 2.0).exp())
+            }
+        }
+    }
+}
+
+/// The σ of a log-normal with this median and 99th percentile (a p99
+/// below the median counts as the median).
+fn log_normal_sigma(median: Duration, p99: Duration) -> f64 {
+    // z(0.99) of the standard normal.
+    const Z99: f64 = 2.326_347_874;
+    (p99.as_secs_f64().max(median.as_secs_f64()) / median.as_secs_f64().max(1e-9)).ln() / Z99
 }
 
 /// One draw of the standard normal distribution (Box–Muller).
@@ -386,6 +403,30 @@ mod tests {
         let p99 = draws[99_000].as_secs_f64() * 1e3;
         assert!((median - 10.0).abs() < 0.3, "median {median}");
         assert!((p99 - 30.0).abs() < 1.5, "p99 {p99}");
+    }
+
+    #[test]
+    fn mean_is_the_mean_of_the_draws() {
+        let mut rng = SmallRng::seed_from_u64(2);
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        for latency in [
+            Latency::BASELINE,
+            Latency::Uniform(Duration::from_millis(10), Duration::from_millis(30)),
+            Latency::Fixed(Duration::from_millis(7)),
+        ] {
+            let drawn = (0..100_000)
+                .map(|_| ms(latency.sample(&mut rng)))
+                .sum::<f64>()
+                / 100_000.0;
+            let mean = ms(latency.mean());
+            assert!(
+                (drawn - mean).abs() < mean * 0.01,
+                "{latency:?}: {drawn} vs {mean}"
+            );
+        }
+        // A reversed range draws its lower bound.
+        let reversed = Latency::Uniform(Duration::from_millis(30), Duration::from_millis(10));
+        assert_eq!(reversed.mean(), reversed.sample(&mut rng));
     }
 
     #[tokio::test(start_paused = true)]

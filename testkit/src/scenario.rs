@@ -81,15 +81,7 @@ impl Default for Topology {
 impl Topology {
     /// The mean latency of one request on an idle backend.
     pub fn mean_latency(&self) -> Duration {
-        match self.latency {
-            Latency::Fixed(d) => d,
-            Latency::Uniform(lo, hi) => (lo + hi) / 2,
-            Latency::LogNormal { median, p99 } => {
-                // E[X] = median · exp(σ²/2) for a log-normal.
-                let sigma = (p99.as_secs_f64() / median.as_secs_f64()).ln() / 2.326_347_874;
-                median.mul_f64((sigma * sigma / 2.0).exp())
-            }
-        }
+        self.latency.mean()
     }
 
     /// Requests per second all backends together can serve.
