@@ -54,6 +54,25 @@ const H_ALL: usize = 2;
 /// Changes read from a discovery stream in one `poll_ready` at most.
 const DISCOVERY_BUDGET: usize = 1024;
 
+/// Step `step` of draining a change stream in one poll: its next change,
+/// `Ready(None)` once it has ended, and `Pending` when it has nothing
+/// ready, is gone, or has had its [`DISCOVERY_BUDGET`] steps (the task is
+/// then woken to go on, so a busy stream does not hold the poll).
+fn poll_change(
+    stream: Option<&mut ChangeStream>,
+    step: usize,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Change, BoxError>>> {
+    let Some(stream) = stream else {
+        return Poll::Pending;
+    };
+    if step == DISCOVERY_BUDGET {
+        cx.waker().wake_by_ref();
+        return Poll::Pending;
+    }
+    stream.as_mut().poll_next(cx)
+}
+
 /// A client-side load balancer: a [`Service`] that sends each request to
 /// one endpoint of a discovered set.
 ///
@@ -1038,15 +1057,8 @@ where
     }
 
     fn poll_discovery(&mut self, cx: &mut Context<'_>, now: Instant) {
-        for budget in 0..=DISCOVERY_BUDGET {
-            let Some(d) = self.discover.as_mut() else {
-                break;
-            };
-            if budget == DISCOVERY_BUDGET {
-                cx.waker().wake_by_ref();
-                break;
-            }
-            match d.as_mut().poll_next(cx) {
+        for step in 0..=DISCOVERY_BUDGET {
+            match poll_change(self.discover.as_mut(), step, cx) {
                 Poll::Ready(Some(Ok(change))) => self.apply(change, now),
                 Poll::Ready(Some(Err(error))) => {
                     self.metrics.discovery_errors.increment(1);
@@ -1068,15 +1080,8 @@ where
                 Poll::Pending => break,
             }
         }
-        for budget in 0..=DISCOVERY_BUDGET {
-            let Some(d) = self.local_stream.as_mut() else {
-                break;
-            };
-            if budget == DISCOVERY_BUDGET {
-                cx.waker().wake_by_ref();
-                break;
-            }
-            match d.as_mut().poll_next(cx) {
+        for step in 0..=DISCOVERY_BUDGET {
+            match poll_change(self.local_stream.as_mut(), step, cx) {
                 Poll::Ready(Some(Ok(change))) => self.apply_local(change),
                 Poll::Ready(Some(Err(error))) => {
                     self.metrics.discovery_errors.increment(1);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use http::Request;
-use tower::{Service, ServiceExt};
+use tower::ServiceExt;
 use watertight_core::ext::Attempted;
 use watertight_core::{BoxError, Change, Endpoint, Selected};
 use watertight_loadbalance::{Builder, EndpointState, Event, ZoneAware};
@@ -100,10 +100,10 @@ async fn discovery_errors_and_the_end_of_discovery_keep_the_set() {
     assert_eq!(lb.len(), 3);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_zone_without_ready_endpoints_is_routed_around_and_back() {
-    let cluster = Cluster::default();
-    let mut lb: Lb = Builder::new()
+/// A zone-aware balancer in zone `a` over three zones of three endpoints,
+/// with one client in each zone: all traffic stays in `a`.
+fn three_zones(cluster: &Cluster) -> Lb {
+    Builder::new()
         .local_zone("a")
         .zone_aware(ZoneAware::default())
         .local_cluster(fixed(clients(&[("a", 1), ("b", 1), ("c", 1)])))
@@ -112,7 +112,13 @@ async fn a_zone_without_ready_endpoints_is_routed_around_and_back() {
             fixed(endpoints(&[("a", 3), ("b", 3), ("c", 3)])),
             cluster.factory(),
         )
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zone_without_ready_endpoints_is_routed_around_and_back() {
+    let cluster = Cluster::default();
+    let mut lb = three_zones(&cluster);
     assert_eq!(zone_shares(&tally(&mut lb, 1_000).await)["a"], 1.0);
     // Zone a's breakers open (Backpressure): its endpoints stop being ready.
     for id in ["a1", "a2", "a3"] {
@@ -162,16 +168,7 @@ async fn attempted_requests_go_to_untried_endpoints_and_record_the_pick() {
 #[tokio::test(start_paused = true)]
 async fn attempted_stays_within_the_locality_decision() {
     let cluster = Cluster::default();
-    let mut lb: Lb = Builder::new()
-        .local_zone("a")
-        .zone_aware(ZoneAware::default())
-        .local_cluster(fixed(clients(&[("a", 1), ("b", 1), ("c", 1)])))
-        .seed(2)
-        .build(
-            fixed(endpoints(&[("a", 3), ("b", 3), ("c", 3)])),
-            cluster.factory(),
-        )
-        .unwrap();
+    let mut lb = three_zones(&cluster);
     for round in 0..300 {
         let attempted = Attempted::new();
         attempted.record("a1".into());
@@ -193,7 +190,7 @@ async fn attempted_stays_within_the_locality_decision() {
 #[tokio::test(start_paused = true)]
 async fn requests_carry_the_selected_endpoint() {
     let ep = endpoints(&[("a", 1)]);
-    let mut lb = Builder::new()
+    let lb = Builder::new()
         .seed(1)
         .build(fixed(ep), |e: &Endpoint| {
             let id = e.id.clone();
@@ -208,12 +205,6 @@ async fn requests_carry_the_selected_endpoint() {
             })
         })
         .unwrap();
-    let zone = lb
-        .ready()
-        .await
-        .unwrap()
-        .call(Request::new(()))
-        .await
-        .unwrap();
+    let zone = lb.oneshot(Request::new(())).await.unwrap();
     assert_eq!(zone, "a");
 }
