@@ -7,8 +7,8 @@ use std::time::Duration;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use tokio::time::Instant;
 use tokio_test::{assert_pending, assert_ready_ok};
-use tower::Layer;
-use tower_test::mock;
+use tower::{Layer, Service};
+use tower_test::mock::{self, Mock};
 use watertight_core::{find_cause, Attempted, Backoff, BoxError, EndpointId, Extensions, Hint};
 use watertight_retry::budget::{Budget, BudgetConfig, RatioBudget};
 use watertight_retry::deadline::Deadline;
@@ -31,6 +31,46 @@ fn constant(ms: u64) -> Backoff {
 
 fn exhausted(err: &BoxError) -> &Exhausted {
     find_cause::<Exhausted>(&**err).unwrap_or_else(|| panic!("not exhausted: {err}"))
+}
+
+/// Sends one request through `layer` to a backend that answers its first
+/// attempt with `answer` (`Err` holds an error message), and checks that no
+/// other attempt follows.
+async fn only_attempt<L>(layer: L, answer: Result<Res, &'static str>) -> Result<Res, BoxError>
+where
+    L: Layer<Mock<Req, Res>>,
+    L::Service: Service<Req, Response = Res, Error = BoxError>,
+    <L::Service as Service<Req>>::Future: Send + 'static,
+{
+    let (mut svc, mut handle) = mocked(layer);
+    let call = spawn_call(&mut svc, Req::new(1));
+    let (_, send) = handle.next_request().await.unwrap();
+    match answer {
+        Ok(res) => send.send_response(res),
+        Err(msg) => send.send_error(msg),
+    }
+    let result = call.await.unwrap();
+    assert_pending!(handle.poll_request());
+    result
+}
+
+/// The wait between a 503 carrying `hint` and the retry that follows.
+async fn retry_gap<L>(layer: L, hint: Hint) -> Duration
+where
+    L: Layer<Mock<Req, Res>>,
+    L::Service: Service<Req, Response = Res, Error = BoxError>,
+    <L::Service as Service<Req>>::Future: Send + 'static,
+{
+    let (mut svc, mut handle) = mocked(layer);
+    let call = spawn_call(&mut svc, Req::new(1));
+    let (_, send) = handle.next_request().await.unwrap();
+    let failed = Instant::now();
+    send.send_response(Res::status(503).with_hint(hint));
+    let (_, send) = handle.next_request().await.unwrap();
+    let gap = failed.elapsed();
+    send.send_response(Res::ok());
+    assert_eq!(call.await.unwrap().unwrap().status, 200);
+    gap
 }
 
 #[tokio::test(start_paused = true)]
@@ -128,14 +168,9 @@ async fn stops_after_max_attempts_with_the_last_error_marked() {
 #[tokio::test(start_paused = true)]
 async fn non_retryable_failures_are_returned_unmarked_after_one_attempt() {
     let layer = builder().build().unwrap();
-    let (mut svc, mut handle) = mocked(layer);
-    let call = spawn_call(&mut svc, Req::new(1));
-    let (_, send) = handle.next_request().await.unwrap();
-    send.send_response(Res::status(404));
-    let res = call.await.unwrap().unwrap();
+    let res = only_attempt(layer, Ok(Res::status(404))).await.unwrap();
     assert_eq!(res.status, 404);
     assert!(res.extension::<RetriesExhausted>().is_none());
-    assert_pending!(handle.poll_request());
 }
 
 #[tokio::test(start_paused = true)]
@@ -176,29 +211,15 @@ async fn non_idempotent_requests_are_never_retried() {
 #[tokio::test(start_paused = true)]
 async fn server_retry_after_is_honoured() {
     let layer = builder().backoff(constant(10)).build().unwrap();
-    let (mut svc, mut handle) = mocked(layer);
-    let call = spawn_call(&mut svc, Req::new(1));
-    let (_, send) = handle.next_request().await.unwrap();
-    let start = Instant::now();
-    send.send_response(Res::status(503).with_hint(Hint::RetryAfter(MS * 2000)));
-    let (_, send) = handle.next_request().await.unwrap();
-    assert_eq!(start.elapsed(), MS * 2000);
-    send.send_response(Res::ok());
-    assert_eq!(call.await.unwrap().unwrap().status, 200);
+    let gap = retry_gap(layer, Hint::RetryAfter(MS * 2000)).await;
+    assert_eq!(gap, MS * 2000);
 }
 
 #[tokio::test(start_paused = true)]
 async fn server_delay_shorter_than_the_backoff_keeps_the_backoff() {
     let layer = builder().backoff(constant(300)).build().unwrap();
-    let (mut svc, mut handle) = mocked(layer);
-    let call = spawn_call(&mut svc, Req::new(1));
-    let (_, send) = handle.next_request().await.unwrap();
-    let start = Instant::now();
-    send.send_response(Res::status(503).with_hint(Hint::RetryAfter(MS * 100)));
-    let (_, send) = handle.next_request().await.unwrap();
-    assert_eq!(start.elapsed(), MS * 300);
-    send.send_response(Res::ok());
-    call.await.unwrap().unwrap();
+    let gap = retry_gap(layer, Hint::RetryAfter(MS * 100)).await;
+    assert_eq!(gap, MS * 300);
 }
 
 #[tokio::test(start_paused = true)]
@@ -207,32 +228,24 @@ async fn server_delay_beyond_the_maximum_gives_up() {
         .max_server_delay(Duration::from_secs(5))
         .build()
         .unwrap();
-    let (mut svc, mut handle) = mocked(layer);
-    let call = spawn_call(&mut svc, Req::new(1));
-    let (_, send) = handle.next_request().await.unwrap();
-    send.send_response(Res::status(503).with_hint(Hint::RetryAfter(Duration::from_secs(6))));
-    let res = call.await.unwrap().unwrap();
+    let too_long = Res::status(503).with_hint(Hint::RetryAfter(Duration::from_secs(6)));
+    let res = only_attempt(layer, Ok(too_long)).await.unwrap();
     assert_eq!(res.status, 503);
     assert_eq!(
         res.extension::<RetriesExhausted>().map(|m| m.reason),
         Some(Reason::ServerDelay)
     );
-    assert_pending!(handle.poll_request());
 }
 
 #[tokio::test(start_paused = true)]
 async fn do_not_retry_hint_stops_retries() {
     let layer = builder().build().unwrap();
-    let (mut svc, mut handle) = mocked(layer);
-    let call = spawn_call(&mut svc, Req::new(1));
-    let (_, send) = handle.next_request().await.unwrap();
-    send.send_response(Res::status(503).with_hint(Hint::DoNotRetry));
-    let res = call.await.unwrap().unwrap();
+    let stop = Res::status(503).with_hint(Hint::DoNotRetry);
+    let res = only_attempt(layer, Ok(stop)).await.unwrap();
     assert_eq!(
         res.extension::<RetriesExhausted>().map(|m| m.reason),
         Some(Reason::DoNotRetry)
     );
-    assert_pending!(handle.poll_request());
 }
 
 #[tokio::test(start_paused = true)]
@@ -240,16 +253,11 @@ async fn budget_refusal_ends_the_request_with_its_last_error() {
     let budget = ratio_only(0.0);
     let layer = builder().budget(budget).build().unwrap();
     let h = layer.handle();
-    let (mut svc, mut handle) = mocked(layer);
-    let call = spawn_call(&mut svc, Req::new(1));
-    let (_, send) = handle.next_request().await.unwrap();
-    send.send_error("refused");
-    let err = call.await.unwrap().unwrap_err();
+    let err = only_attempt(layer, Err("refused")).await.unwrap_err();
     let e = exhausted(&err);
     assert_eq!((e.reason(), e.attempts()), (Reason::Budget, 1));
     assert_eq!(e.last_error().to_string(), "refused");
     assert_eq!(h.snapshot().budget_exhausted, 1);
-    assert_pending!(handle.poll_request());
 }
 
 /// Two layers of three and two attempts: an exhausted inner result is not
@@ -468,11 +476,7 @@ async fn disabling_through_the_handle_stops_retries() {
     let h = layer.handle();
     assert!(h.disable());
     assert!(!h.disable());
-    let (mut svc, mut handle) = mocked(layer);
-    let call = spawn_call(&mut svc, Req::new(1));
-    let (_, send) = handle.next_request().await.unwrap();
-    send.send_error("reset");
-    let err = call.await.unwrap().unwrap_err();
+    let err = only_attempt(layer, Err("reset")).await.unwrap_err();
     assert_eq!(exhausted(&err).reason(), Reason::Disabled);
     assert!(h.enable());
     assert!(h.snapshot().enabled);
@@ -766,11 +770,6 @@ async fn requests_that_are_not_clone_are_copied_by_a_clone_request_strategy() {
 #[tokio::test(start_paused = true)]
 async fn one_attempt_means_no_retries_and_says_so() {
     let layer = builder().max_attempts(1).build().unwrap();
-    let (mut svc, mut handle) = mocked(layer);
-    let call = spawn_call(&mut svc, Req::new(1));
-    let (_, send) = handle.next_request().await.unwrap();
-    send.send_error("reset");
-    let err = call.await.unwrap().unwrap_err();
+    let err = only_attempt(layer, Err("reset")).await.unwrap_err();
     assert_eq!(exhausted(&err).reason(), Reason::Attempts);
-    assert_pending!(handle.poll_request());
 }
