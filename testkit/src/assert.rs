@@ -29,15 +29,20 @@ pub struct ReportAssert<'a> {
     report: &'a Report,
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 impl<'a> ReportAssert<'a> {
     #[track_caller]
     fn check(self, ok: bool, what: std::fmt::Arguments<'_>) -> Self {
         assert!(ok, "{what}\n  report: {}", self.report.summary());
         self
+    }
+
+    #[track_caller]
+    fn latency_at_most(self, what: &str, got_ms: f64, d: Duration) -> Self {
+        let max = d.as_secs_f64() * 1000.0;
+        self.check(
+            got_ms <= max,
+            format_args!("expected {what} <= {max} ms, got {got_ms} ms"),
+        )
     }
 
     /// At least `n` requests were sent.
@@ -65,31 +70,19 @@ impl<'a> ReportAssert<'a> {
     /// The p99 latency of all requests is at most `d`.
     #[track_caller]
     pub fn p99_at_most(self, d: Duration) -> Self {
-        let got = self.report.latency.p99_ms;
-        self.check(
-            got <= ms(d),
-            format_args!("expected p99 <= {} ms, got {got} ms", ms(d)),
-        )
+        self.latency_at_most("p99", self.report.latency.p99_ms, d)
     }
 
     /// The p99.9 latency of all requests is at most `d`.
     #[track_caller]
     pub fn p999_at_most(self, d: Duration) -> Self {
-        let got = self.report.latency.p999_ms;
-        self.check(
-            got <= ms(d),
-            format_args!("expected p99.9 <= {} ms, got {got} ms", ms(d)),
-        )
+        self.latency_at_most("p99.9", self.report.latency.p999_ms, d)
     }
 
     /// The p99 latency of the successful requests is at most `d`.
     #[track_caller]
     pub fn success_p99_at_most(self, d: Duration) -> Self {
-        let got = self.report.success_latency.p99_ms;
-        self.check(
-            got <= ms(d),
-            format_args!("expected p99 of successes <= {} ms, got {got} ms", ms(d)),
-        )
+        self.latency_at_most("p99 of successes", self.report.success_latency.p99_ms, d)
     }
 
     /// Attempts per request are at most `n` (no retry storm).
@@ -164,5 +157,11 @@ mod tests {
     #[should_panic(expected = "expected success rate >= 0.9999, got 0.999")]
     fn failing_assertion_names_the_property() {
         assert_that(&report(999, 1)).success_rate_at_least(0.9999);
+    }
+
+    #[test]
+    #[should_panic(expected = "expected p99 of successes <= 5 ms, got 10 ms")]
+    fn failing_latency_assertion_names_the_percentile_and_both_values() {
+        assert_that(&report(10, 0)).success_p99_at_most(Duration::from_millis(5));
     }
 }
