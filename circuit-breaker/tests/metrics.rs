@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tokio::time::advance;
-use tokio_test::assert_ready_ok;
-use tower_test::mock;
-use watertight_circuit_breaker::{KeyedCircuitBreakerLayer, State};
+use watertight_circuit_breaker::{BreakerGroup, KeyedCircuitBreakerLayer, State};
 
 use support::*;
 
@@ -44,7 +42,7 @@ fn get(m: &HashMap<String, f64>, key: &str) -> f64 {
 }
 
 #[tokio::test(start_paused = true)]
-async fn breakers_report_state_calls_rejections_transitions_and_keys() {
+async fn breakers_report_state_calls_rejections_transitions_keys_and_refused_trips() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     recorder
@@ -146,18 +144,14 @@ async fn breakers_report_state_calls_rejections_transitions_and_keys() {
         .max_keys(1)
         .build()
         .unwrap();
-    let (mut keyed, mut kh) = mock::spawn_layer::<Req, Res, _>(layer);
+    let mut keyed = Harness::new(layer);
     let m = read(&snapshotter);
     assert_eq!(
         get(&m, "watertight_circuit_breaker_keys{name=tenants}"),
         0.0
     );
-    assert_ready_ok!(keyed.poll_ready());
-    let fut = keyed.call("acme");
-    kh.next_request().await.unwrap().1.send_response("ok");
-    fut.await.unwrap();
-    assert_ready_ok!(keyed.poll_ready());
-    keyed.call("globex").await.unwrap_err();
+    keyed.call_with("acme", Reply::Ok).unwrap();
+    keyed.call_with("globex", Reply::Ok).unwrap_err();
     let m = read(&snapshotter);
     assert_eq!(
         get(&m, "watertight_circuit_breaker_keys{name=tenants}"),
@@ -183,5 +177,54 @@ async fn breakers_report_state_calls_rejections_transitions_and_keys() {
             "watertight_circuit_breaker_state{key=acme,name=tenants}"
         ),
         0.0
+    );
+    // An idle key makes room for a new one (the default idle timeout is
+    // five minutes).
+    advance(Duration::from_secs(300)).await;
+    keyed.call_with("globex", Reply::Ok).unwrap();
+    let m = read(&snapshotter);
+    assert_eq!(
+        get(
+            &m,
+            "watertight_circuit_breaker_keys_evicted_total{name=tenants}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(&m, "watertight_circuit_breaker_keys{name=tenants}"),
+        1.0
+    );
+
+    // A group with room for one open breaker refuses the second trip.
+    let layer = builder()
+        .name("pool")
+        .consecutive_failures(1)
+        .group(BreakerGroup::new(0.0).unwrap())
+        .build()
+        .unwrap();
+    let mut members = [Harness::new(layer.clone()), Harness::new(layer)];
+    let m = read(&snapshotter);
+    assert_eq!(
+        get(
+            &m,
+            "watertight_circuit_breaker_trips_refused_total{name=pool}"
+        ),
+        0.0,
+        "registered at construction"
+    );
+    for member in &mut members {
+        member.calls(1, Reply::Err);
+    }
+    assert_eq!(
+        members.iter().map(Harness::state).collect::<Vec<_>>(),
+        [State::Open, State::Closed]
+    );
+    let m = read(&snapshotter);
+    assert_eq!(
+        get(
+            &m,
+            "watertight_circuit_breaker_trips_refused_total{name=pool}"
+        ),
+        1.0
     );
 }
