@@ -9,11 +9,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use metrics_util::debugging::DebuggingRecorder;
 use parking_lot::Mutex;
 use tokio::time::{sleep, Instant};
 use tower::{Layer, Service, ServiceExt};
 use watertight_core::{Attempted, BoxError, EndpointId, Extensions};
-use watertight_retry::budget::{Budget, RatioBudget};
+use watertight_retry::budget::{Budget, BudgetConfig, RatioBudget};
 use watertight_retry::event::Event;
 use watertight_retry::hedge::{HedgeBuilder, HedgeConfig, HedgeDelay, HedgeLayer};
 
@@ -416,6 +417,45 @@ async fn a_cancelled_hedged_request_gives_back_its_budget() {
     assert_eq!((budget.active_requests(), budget.active_retries()), (0, 0));
     assert_eq!(budget.remaining(), 1);
     assert_eq!(backend.cancelled.lock().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_count_requests_hedges_sent_won_and_refused() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // Originals answer after 100 ms, hedges 10 ms after they are sent.
+    let backend = Backend::new(|_, n| match n {
+        0 => Act::After(MS * 100, 200),
+        _ => Act::After(MS * 10, 200),
+    });
+    let layer = metrics::with_local_recorder(&recorder, || {
+        builder()
+            .name("search")
+            .delay(HedgeDelay::fixed(MS * 50))
+            .budget_config(BudgetConfig::Ratio {
+                ratio: 0.5,
+                min_per_sec: 0,
+                ttl: Duration::from_secs(10),
+            })
+            .build()
+            .unwrap()
+    });
+    let mut svc = layer.layer(backend);
+    // Half a hedge in the budget: refused. A whole one: sent, and it wins.
+    send(&mut svc, 1).await.unwrap();
+    send(&mut svc, 2).await.unwrap();
+
+    let m = Recorded::now(&snapshotter);
+    let search = [("name", "search")];
+    assert_eq!(m.counter("watertight_hedge_requests_total", &search), 2);
+    assert_eq!(m.counter("watertight_hedge_sent_total", &search), 1);
+    assert_eq!(m.counter("watertight_hedge_won_total", &search), 1);
+    assert_eq!(
+        m.counter("watertight_hedge_budget_exhausted_total", &search),
+        1
+    );
+    assert_eq!(m.gauge("watertight_hedge_delay_seconds", &search), 0.05);
+    assert_eq!(m.gauge("watertight_retry_budget_remaining", &search), 0.0);
 }
 
 #[test]

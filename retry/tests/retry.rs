@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::debugging::DebuggingRecorder;
 use tokio::time::Instant;
 use tokio_test::{assert_pending, assert_ready_ok};
 use tower::{Layer, Service};
@@ -553,48 +553,23 @@ async fn metrics_count_requests_attempts_retries_and_budget_exhaustion() {
     let err = call.await.unwrap().unwrap_err();
     assert_eq!(exhausted(&err).reason(), Reason::Budget);
 
-    let snapshot = snapshotter.snapshot().into_vec();
-    let value = |name: &str, reason: Option<&str>| {
-        snapshot
-            .iter()
-            .find(|(k, ..)| {
-                k.key().name() == name
-                    && k.key()
-                        .labels()
-                        .any(|l| l.key() == "name" && l.value() == "orders")
-                    && reason.is_none_or(|r| {
-                        k.key()
-                            .labels()
-                            .any(|l| l.key() == "reason" && l.value() == r)
-                    })
-            })
-            .map(|(.., v)| v)
-            .unwrap_or_else(|| panic!("no {name}"))
-    };
+    let m = Recorded::now(&snapshotter);
+    let orders = [("name", "orders")];
+    assert_eq!(m.counter("watertight_retry_requests_total", &orders), 1);
+    assert_eq!(m.counter("watertight_retry_attempts_total", &orders), 2);
+    assert_eq!(m.counter("watertight_retry_retries_total", &orders), 1);
     assert_eq!(
-        value("watertight_retry_requests_total", None),
-        &DebugValue::Counter(1)
+        m.counter("watertight_retry_budget_exhausted_total", &orders),
+        1
     );
     assert_eq!(
-        value("watertight_retry_attempts_total", None),
-        &DebugValue::Counter(2)
+        m.counter(
+            "watertight_retry_gave_up_total",
+            &[("name", "orders"), ("reason", "budget")]
+        ),
+        1
     );
-    assert_eq!(
-        value("watertight_retry_retries_total", None),
-        &DebugValue::Counter(1)
-    );
-    assert_eq!(
-        value("watertight_retry_budget_exhausted_total", None),
-        &DebugValue::Counter(1)
-    );
-    assert_eq!(
-        value("watertight_retry_gave_up_total", Some("budget")),
-        &DebugValue::Counter(1)
-    );
-    assert_eq!(
-        value("watertight_retry_budget_remaining", None),
-        &DebugValue::Gauge(0.0.into())
-    );
+    assert_eq!(m.gauge("watertight_retry_budget_remaining", &orders), 0.0);
 }
 
 #[test]

@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use metrics_util::debugging::{DebugValue, Snapshotter};
+use metrics_util::{CompositeKey, MetricKind};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio_test::assert_ready_ok;
@@ -185,4 +187,45 @@ where
 {
     assert_ready_ok!(svc.poll_ready());
     tokio::spawn(svc.call(req))
+}
+
+/// What a debugging recorder held at one instant (reading its counters
+/// resets them).
+pub struct Recorded(Vec<(CompositeKey, DebugValue)>);
+
+impl Recorded {
+    pub fn now(snapshotter: &Snapshotter) -> Self {
+        let all = snapshotter.snapshot().into_vec();
+        Recorded(all.into_iter().map(|(k, _, _, v)| (k, v)).collect())
+    }
+
+    fn find(&self, kind: MetricKind, name: &str, labels: &[(&str, &str)]) -> &DebugValue {
+        self.0
+            .iter()
+            .find(|(k, _)| {
+                k.kind() == kind
+                    && k.key().name() == name
+                    && labels
+                        .iter()
+                        .all(|&(lk, lv)| k.key().labels().any(|l| l.key() == lk && l.value() == lv))
+            })
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no {name} with {labels:?}"))
+    }
+
+    /// The counter `name` carrying every label of `labels`.
+    pub fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        match self.find(MetricKind::Counter, name, labels) {
+            DebugValue::Counter(n) => *n,
+            other => unreachable!("{other:?}"),
+        }
+    }
+
+    /// The gauge `name` carrying every label of `labels`.
+    pub fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        match self.find(MetricKind::Gauge, name, labels) {
+            DebugValue::Gauge(v) => v.into_inner(),
+            other => unreachable!("{other:?}"),
+        }
+    }
 }
