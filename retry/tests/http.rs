@@ -293,6 +293,19 @@ async fn deadlines_travel_in_headers_both_ways() {
             .unwrap(),
         None
     );
+    // A deadline already on the request stays when it is the earlier one.
+    for (own, want) in [(MS * 100, MS * 100), (MS * 900, MS * 250)] {
+        let mut req = Request::builder()
+            .header("grpc-timeout", "250m")
+            .body(())
+            .unwrap();
+        req.extensions_mut().insert(Deadline::after(own));
+        let got = server(ServerDeadlineLayer::new())
+            .oneshot(req)
+            .await
+            .unwrap();
+        assert_eq!(got, Some(want));
+    }
 }
 
 /// What the axum server received, in order.

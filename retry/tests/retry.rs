@@ -354,6 +354,52 @@ async fn deadline_ends_an_attempt_in_flight() {
     assert_eq!(exhausted(&err).reason(), Reason::Deadline);
 }
 
+/// The backend takes one request and no more; the retry waits for it.
+#[tokio::test(start_paused = true)]
+async fn deadline_ends_a_retry_waiting_for_the_service() {
+    let layer = builder()
+        .backoff(constant(10))
+        .timeout(MS * 500)
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
+    handle.allow(1);
+    let start = Instant::now();
+    let call = spawn_call(&mut svc, Req::new(1));
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_error("reset");
+    let err = call.await.unwrap().unwrap_err();
+    assert_eq!(start.elapsed(), MS * 500);
+    let e = exhausted(&err);
+    assert_eq!((e.reason(), e.attempts()), (Reason::Deadline, 1));
+    assert!(find_cause::<DeadlineExceeded>(&*err).is_some());
+    assert_pending!(handle.poll_request());
+}
+
+/// The service becomes ready with less than `min_remaining` left: the retry
+/// is not sent.
+#[tokio::test(start_paused = true)]
+async fn a_retry_ready_below_the_remaining_time_floor_is_not_sent() {
+    let layer = builder()
+        .backoff(constant(10))
+        .timeout(MS * 500)
+        .min_remaining(MS * 5)
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Res, _>(layer);
+    handle.allow(1);
+    let start = Instant::now();
+    let call = spawn_call(&mut svc, Req::new(1));
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_error("reset");
+    tokio::time::sleep(MS * 497).await;
+    handle.allow(1);
+    let err = call.await.unwrap().unwrap_err();
+    assert_eq!(start.elapsed(), MS * 497);
+    assert_eq!(exhausted(&err).reason(), Reason::Deadline);
+    assert_pending!(handle.poll_request());
+}
+
 #[tokio::test(start_paused = true)]
 async fn per_try_timeout_fires_and_the_attempt_is_retried() {
     let layer = builder()
