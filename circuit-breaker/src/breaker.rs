@@ -32,6 +32,7 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Label};
 use parking_lot::Mutex;
 use tokio::time::Instant;
+use tracing::field;
 use watertight_core::backoff::Sequence;
 use watertight_core::window::{CountWindow, Outcome, Snapshot as WindowSnapshot, TimeWindow};
 use watertight_core::ResponseClass;
@@ -635,24 +636,12 @@ impl Breaker {
                 self.transitions.fetch_add(1, Relaxed);
             }
             self.metrics.transition(from, to);
-            match (&self.key, open_for) {
-                (Some(key), Some(d)) => tracing::info!(
-                    target: TARGET, name = %self.name, key = %key, %from, %to, %cause,
-                    generation, open_for = ?d, "circuit breaker state changed"
-                ),
-                (Some(key), None) => tracing::info!(
-                    target: TARGET, name = %self.name, key = %key, %from, %to, %cause,
-                    generation, "circuit breaker state changed"
-                ),
-                (None, Some(d)) => tracing::info!(
-                    target: TARGET, name = %self.name, %from, %to, %cause,
-                    generation, open_for = ?d, "circuit breaker state changed"
-                ),
-                (None, None) => tracing::info!(
-                    target: TARGET, name = %self.name, %from, %to, %cause,
-                    generation, "circuit breaker state changed"
-                ),
-            }
+            // `None` fields are left out of the event.
+            tracing::info!(
+                target: TARGET, name = %self.name, key = self.key.as_deref().map(field::display),
+                %from, %to, %cause, generation, open_for = open_for.map(field::debug),
+                "circuit breaker state changed"
+            );
             Transition {
                 name: self.name.clone(),
                 key: self.key.clone(),
@@ -678,7 +667,8 @@ impl Breaker {
         let open = group.open();
         let members = group.members();
         tracing::debug!(
-            target: TARGET, name = %self.name, key = ?self.key, %cause, open, members,
+            target: TARGET, name = %self.name, key = self.key.as_deref().map(field::display), %cause,
+            open, members,
             max_open_percent = group.max_open_percent(),
             "circuit breaker trip refused: its group is at its open cap"
         );
