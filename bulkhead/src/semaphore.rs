@@ -244,30 +244,15 @@ impl Semaphore {
 
     #[cold]
     fn release_slow(&self) {
-        let mut released = false;
-        loop {
-            let mut wakes = WakeList::new();
-            let more = {
-                let mut q = self.queue.lock();
-                if !released {
-                    self.state.fetch_sub(1, SeqCst);
-                    released = true;
-                }
-                self.drain_locked(&mut q, &mut wakes)
-            };
-            wakes.wake_all();
-            if !more {
-                return;
-            }
-        }
+        self.locked(|_| {
+            self.state.fetch_sub(1, SeqCst);
+        });
     }
 
     /// Takes a permit if one is free, else queues a waiter unless
     /// `max_queue` waiters are queued already.
     pub fn enqueue(&self, max_queue: u32) -> Enqueued {
-        let mut wakes = WakeList::new();
-        let (waiter, more) = {
-            let mut q = self.queue.lock();
+        self.locked(|q| {
             let mut cur = self.state.load(SeqCst);
             loop {
                 if waiters_of(cur) == 0 && in_flight_of(cur) < self.limit.load(SeqCst) {
@@ -292,14 +277,8 @@ impl Semaphore {
             }
             let waiter = Arc::new(Waiter::new());
             q.push_back(waiter.clone());
-            let more = self.drain_locked(&mut q, &mut wakes);
-            (waiter, more)
-        };
-        wakes.wake_all();
-        if more {
-            self.drain();
-        }
-        Enqueued::Queued(waiter)
+            Enqueued::Queued(waiter)
+        })
     }
 
     /// Takes `waiter` out of the queue. Returns `Some(in_flight)` if a
@@ -334,31 +313,25 @@ impl Semaphore {
         }
         // Under the lock, so an enqueue either sees the new limit or has
         // queued its waiter for this drain to find.
-        let mut wakes = WakeList::new();
-        let (old, more) = {
-            let mut q = self.queue.lock();
-            let old = self.limit.swap(limit, SeqCst);
-            (old, self.drain_locked(&mut q, &mut wakes))
-        };
-        wakes.wake_all();
-        if more {
-            self.drain();
-        }
-        old
+        self.locked(|_| self.limit.swap(limit, SeqCst))
     }
 
-    fn drain(&self) {
-        loop {
-            let mut wakes = WakeList::new();
-            let more = {
-                let mut q = self.queue.lock();
-                self.drain_locked(&mut q, &mut wakes)
-            };
+    /// Runs `f` under the lock and drains the queue before unlocking, so
+    /// that whatever `f` changed leaves no waiter behind a free permit;
+    /// granted waiters are woken once the lock is released.
+    fn locked<R>(&self, f: impl FnOnce(&mut VecDeque<Arc<Waiter>>) -> R) -> R {
+        let mut wakes = WakeList::new();
+        let mut q = self.queue.lock();
+        let result = f(&mut q);
+        while self.drain_locked(&mut q, &mut wakes) {
+            // The wake list is full: wake those outside the lock, then on.
+            drop(q);
             wakes.wake_all();
-            if !more {
-                return;
-            }
+            q = self.queue.lock();
         }
+        drop(q);
+        wakes.wake_all();
+        result
     }
 
     /// Hands permits to waiters while both exist. Returns `true` when it
