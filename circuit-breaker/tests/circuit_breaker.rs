@@ -822,60 +822,6 @@ async fn every_transition_and_rejection_is_an_event() {
     assert_eq!(rejected, [(State::Open, secs(5), "test".to_owned())]);
 }
 
-/// Everything the `fmt` subscriber writes while `f` runs, without colours
-/// or timestamps.
-fn traced(f: impl FnOnce()) -> String {
-    #[derive(Clone, Default)]
-    struct Buffer(std::sync::Arc<parking_lot::Mutex<Vec<u8>>>);
-    impl std::io::Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .without_time()
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
-    tracing::subscriber::with_default(subscriber, f);
-    let bytes = buffer.0.lock().clone();
-    String::from_utf8(bytes).unwrap()
-}
-
-#[tokio::test(start_paused = true)]
-async fn transitions_are_traced_with_the_key_and_the_open_duration() {
-    let log = traced(|| {
-        let mut cb = spawn(tripping());
-        cb.calls(1, Reply::Err);
-        let layer = tripping().keyed(|r: &Req| *r).build().unwrap();
-        let mut keyed = Harness::new(layer);
-        keyed.call_with("tenant-7", Reply::Err).unwrap_err();
-    });
-    let lines: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("circuit breaker state changed"))
-        .collect();
-    assert_eq!(lines.len(), 2, "{log}");
-    for line in &lines {
-        assert!(
-            line.starts_with(" INFO watertight_circuit_breaker:"),
-            "{line}"
-        );
-        assert!(line.contains(" name=test "), "{line}");
-        assert!(line.contains(" from=closed to=open "), "{line}");
-        assert!(line.ends_with(" generation=1 open_for=5s"), "{line}");
-    }
-    assert!(!lines[0].contains("key="), "{}", lines[0]);
-    assert!(lines[1].contains(" key=tenant-7 "), "{}", lines[1]);
-}
-
 // ---- groups --------------------------------------------------------------
 
 /// `n` breakers of one layer (each service its own breaker), in `group`.
