@@ -887,6 +887,24 @@ async fn a_member_that_closes_makes_room_for_another_to_trip() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_member_at_the_cap_reopens_when_its_probe_fails_and_frees_its_slot_when_reset() {
+    let group = BreakerGroup::new(34.0).unwrap();
+    let mut m = members(tripping().group(group.clone()), 6);
+    for cb in &mut m {
+        cb.calls(1, Reply::Err);
+    }
+    assert_eq!((group.open(), group.refused()), (2, 4));
+    advance(secs(5)).await;
+    let err = m[0].call(Reply::Err).unwrap_err();
+    assert_eq!(err.to_string(), "backend failed", "the probe went");
+    assert_eq!(m[0].state(), State::Open, "it kept its slot");
+    assert_eq!((group.open(), group.refused()), (2, 4));
+    // Closed by hand, it gives the slot back.
+    m[0].handle().reset();
+    assert_eq!(group.open(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn one_member_may_always_open() {
     let group = BreakerGroup::new(0.0).unwrap();
     let mut m = members(tripping().group(group.clone()), 9);
