@@ -129,24 +129,13 @@ impl<S> Layer<S> for BulkheadLayer {
 /// The layer is configuration: each service it wraps gets a limiter (and a
 /// fresh algorithm) of its own, and clones of that service share it. A
 /// layer from [`shared`](Self::shared) wraps every service in one limiter.
+#[derive(Clone)]
 pub struct AdaptiveConcurrencyLayer<C = ErrorsAsFailures> {
     config: Arc<AdaptiveConfig>,
     factory: Factory,
     classify: C,
     listener: Option<Listener>,
     shared: Option<Arc<Limiter>>,
-}
-
-impl<C: Clone> Clone for AdaptiveConcurrencyLayer<C> {
-    fn clone(&self) -> Self {
-        AdaptiveConcurrencyLayer {
-            config: self.config.clone(),
-            factory: self.factory.clone(),
-            classify: self.classify.clone(),
-            listener: self.listener.clone(),
-            shared: self.shared.clone(),
-        }
-    }
 }
 
 impl<C: fmt::Debug> fmt::Debug for AdaptiveConcurrencyLayer<C> {
