@@ -82,6 +82,16 @@ async fn admit(svc: &mut Svc, req: Job) -> Result<Pending, Full> {
     }
 }
 
+/// Calls `svc` with `n` copies of `req`, which must all be admitted;
+/// returns the calls in flight.
+async fn admit_all(svc: &mut Svc, n: usize, req: Job) -> Vec<Pending> {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        held.push(admit(svc, req.clone()).await.expect("admitted"));
+    }
+    held
+}
+
 /// Calls `svc` with `req`, which must be rejected.
 async fn reject(svc: &mut Svc, req: Job) -> Full {
     match admit(svc, req).await {
@@ -101,27 +111,17 @@ async fn partition_guarantee_is_admitted_after_another_borrowed_everything() {
     let handle = svc.handle();
     // Batch borrows the whole limit while live is idle (critical: no
     // shedding fraction in the way).
-    let mut held = Vec::new();
-    for _ in 0..10 {
-        held.push(
-            admit(&mut svc, with("batch", Criticality::Critical))
-                .await
-                .unwrap(),
-        );
-    }
+    let mut held = admit_all(&mut svc, 10, with("batch", Criticality::Critical)).await;
     let err = reject(&mut svc, with("batch", Criticality::Critical)).await;
     assert_eq!(err.reason(), Reason::AtLimit);
     // Live still gets its ⌈10 × 0.5⌉ = 5.
-    for _ in 0..5 {
-        held.push(
-            admit(&mut svc, with("live", Criticality::Critical))
-                .await
-                .unwrap(),
-        );
-    }
-    assert!(admit(&mut svc, with("live", Criticality::Critical))
-        .await
-        .is_err());
+    held.extend(admit_all(&mut svc, 5, with("live", Criticality::Critical)).await);
+    assert_eq!(
+        reject(&mut svc, with("live", Criticality::Critical))
+            .await
+            .reason(),
+        Reason::AtLimit
+    );
     let live = handle.partition("live").unwrap();
     assert_eq!(
         (
@@ -145,15 +145,8 @@ async fn busy_partition_borrows_idle_capacity_until_the_total_is_reached() {
             .partition("a", 0.2)
             .partition("b", 0.2),
     );
-    let mut held = Vec::new();
     // a's guarantee is 2; it borrows the idle rest, up to the total.
-    for _ in 0..10 {
-        held.push(
-            admit(&mut svc, with("a", Criticality::Critical))
-                .await
-                .unwrap(),
-        );
-    }
+    let mut held = admit_all(&mut svc, 10, with("a", Criticality::Critical)).await;
     assert_eq!(
         reject(&mut svc, with("a", Criticality::Critical))
             .await
@@ -162,13 +155,7 @@ async fn busy_partition_borrows_idle_capacity_until_the_total_is_reached() {
     );
     // Once a gives capacity back, b may borrow it too.
     held.truncate(4);
-    for _ in 0..6 {
-        held.push(
-            admit(&mut svc, with("b", Criticality::Critical))
-                .await
-                .unwrap(),
-        );
-    }
+    held.extend(admit_all(&mut svc, 6, with("b", Criticality::Critical)).await);
     let h = svc.handle();
     assert_eq!(
         (
@@ -182,15 +169,8 @@ async fn busy_partition_borrows_idle_capacity_until_the_total_is_reached() {
 #[tokio::test]
 async fn sheddable_requests_are_rejected_before_default_and_critical() {
     let mut svc = bulkhead(PartitionedBulkheadLayer::builder().limit(10));
-    let mut held = Vec::new();
     // Sheddable: admitted below 80% of the limit.
-    for _ in 0..8 {
-        held.push(
-            admit(&mut svc, with("x", Criticality::Sheddable))
-                .await
-                .unwrap(),
-        );
-    }
+    let mut held = admit_all(&mut svc, 8, with("x", Criticality::Sheddable)).await;
     let shed = reject(&mut svc, with("x", Criticality::Sheddable)).await;
     assert_eq!(shed.reason(), Reason::Shed(Criticality::Sheddable));
     assert_eq!(
@@ -206,11 +186,7 @@ async fn sheddable_requests_are_rejected_before_default_and_critical() {
         "no extension: default"
     );
     // Critical: the whole limit.
-    held.push(
-        admit(&mut svc, with("x", Criticality::Critical))
-            .await
-            .unwrap(),
-    );
+    held.extend(admit_all(&mut svc, 1, with("x", Criticality::Critical)).await);
     let full = reject(&mut svc, with("x", Criticality::Critical)).await;
     assert_eq!(full.reason(), Reason::AtLimit);
     let unmatched = svc.handle().partition("(unmatched)").unwrap();
@@ -229,24 +205,14 @@ async fn shedding_applies_to_a_partition_guarantee_too() {
             .sheddable_fraction(0.5)
             .default_fraction(0.5),
     );
-    let mut held = Vec::new();
-    for _ in 0..5 {
-        held.push(
-            admit(&mut svc, with("live", Criticality::Sheddable))
-                .await
-                .unwrap(),
-        );
-    }
-    assert!(admit(&mut svc, with("live", Criticality::Sheddable))
-        .await
-        .is_err());
-    for _ in 0..5 {
-        held.push(
-            admit(&mut svc, with("live", Criticality::Critical))
-                .await
-                .unwrap(),
-        );
-    }
+    let mut held = admit_all(&mut svc, 5, with("live", Criticality::Sheddable)).await;
+    assert_eq!(
+        reject(&mut svc, with("live", Criticality::Sheddable))
+            .await
+            .reason(),
+        Reason::Shed(Criticality::Sheddable)
+    );
+    held.extend(admit_all(&mut svc, 5, with("live", Criticality::Critical)).await);
 }
 
 #[tokio::test]
@@ -256,25 +222,17 @@ async fn unknown_keys_only_borrow() {
             .limit(4)
             .partition("known", 0.5),
     );
-    let mut held = Vec::new();
-    for _ in 0..4 {
-        held.push(
-            admit(&mut svc, with("stranger", Criticality::Critical))
-                .await
-                .unwrap(),
-        );
-    }
-    assert!(admit(&mut svc, with("stranger", Criticality::Critical))
-        .await
-        .is_err());
+    let mut held = admit_all(&mut svc, 4, with("stranger", Criticality::Critical)).await;
+    assert_eq!(
+        reject(&mut svc, with("stranger", Criticality::Critical))
+            .await
+            .reason(),
+        Reason::AtLimit
+    );
     let h = svc.handle();
     let u = h.partition("(unmatched)").unwrap();
     assert_eq!((u.in_flight, u.guaranteed), (4, 0));
-    held.push(
-        admit(&mut svc, with("known", Criticality::Critical))
-            .await
-            .unwrap(),
-    );
+    held.extend(admit_all(&mut svc, 1, with("known", Criticality::Critical)).await);
 }
 
 #[tokio::test]
@@ -288,24 +246,14 @@ async fn resize_recomputes_every_guarantee() {
     assert_eq!(h.partition("a").unwrap().guaranteed, 3);
     h.resize(20).unwrap();
     assert_eq!((h.limit(), h.partition("a").unwrap().guaranteed), (20, 6));
-    let mut held = Vec::new();
-    for _ in 0..20 {
-        held.push(
-            admit(&mut svc, with("b", Criticality::Critical))
-                .await
-                .unwrap(),
-        );
-    }
-    for _ in 0..6 {
-        held.push(
-            admit(&mut svc, with("a", Criticality::Critical))
-                .await
-                .unwrap(),
-        );
-    }
-    assert!(admit(&mut svc, with("a", Criticality::Critical))
-        .await
-        .is_err());
+    let mut held = admit_all(&mut svc, 20, with("b", Criticality::Critical)).await;
+    held.extend(admit_all(&mut svc, 6, with("a", Criticality::Critical)).await);
+    assert_eq!(
+        reject(&mut svc, with("a", Criticality::Critical))
+            .await
+            .reason(),
+        Reason::AtLimit
+    );
     assert_eq!(h.resize(0).unwrap_err().field(), "limit");
 }
 
@@ -341,14 +289,7 @@ async fn metrics_and_events_per_partition() {
         start.get("watertight_partitioned_bulkhead_limit", &[("name", "api")]),
         Some(10.0)
     );
-    let mut held = Vec::new();
-    for _ in 0..8 {
-        held.push(
-            admit(&mut svc, with("live", Criticality::Critical))
-                .await
-                .unwrap(),
-        );
-    }
+    let _held = admit_all(&mut svc, 8, with("live", Criticality::Critical)).await;
     let _shed = reject(&mut svc, with("live", Criticality::Sheddable)).await;
     let values = recorder.snapshot();
     let live = [("name", "api"), ("partition", "live")];
