@@ -511,6 +511,24 @@ impl Partitions {
         self.gate.release(part);
         self.parts[part].metrics.in_flight.decrement(1.0);
     }
+
+    /// Sets the total limit, reporting a change.
+    fn resize(&self, to: u32) {
+        let from = self.gate.set_limit(to);
+        if from == to {
+            return;
+        }
+        self.limit_gauge.set(f64::from(to));
+        tracing::info!(target: TARGET, name = %self.name, from, to, "limit resized");
+        if let Some(l) = &self.listener {
+            l(&Event::LimitChanged(LimitChanged {
+                name: self.name.clone(),
+                from,
+                to,
+                cause: Cause::Resized,
+            }));
+        }
+    }
 }
 
 /// A partitioned admission; dropping it gives it back.
@@ -617,20 +635,7 @@ impl PartitionedHandle {
     /// A [`ConfigError`] naming `limit` unless it is in `1..=2^30`.
     pub fn resize(&self, limit: u32) -> Result<(), ConfigError> {
         check::limit("limit", limit)?;
-        let p = &self.partitions;
-        let from = p.gate.set_limit(limit);
-        if from != limit {
-            p.limit_gauge.set(f64::from(limit));
-            tracing::info!(target: TARGET, name = %p.name, from, to = limit, "limit resized");
-            if let Some(l) = &p.listener {
-                l(&Event::LimitChanged(LimitChanged {
-                    name: p.name.clone(),
-                    from,
-                    to: limit,
-                    cause: Cause::Resized,
-                }));
-            }
-        }
+        self.partitions.resize(limit);
         Ok(())
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tower::{service_fn, Layer, Service, ServiceExt};
 use watertight_bulkhead::error::{Full, Reason};
-use watertight_bulkhead::event::Event;
+use watertight_bulkhead::event::{Cause, Event};
 use watertight_bulkhead::{
     Criticality, PartitionedBulkhead, PartitionedBulkheadLayer, PartitionedConfig,
 };
@@ -308,12 +308,25 @@ async fn metrics_and_events_per_partition() {
         ),
         Some(1.0)
     );
+    svc.handle().resize(20).unwrap();
+    svc.handle().resize(20).unwrap();
+    assert_eq!(
+        recorder
+            .snapshot()
+            .get("watertight_partitioned_bulkhead_limit", &[("name", "api")]),
+        Some(20.0)
+    );
     let events = events.lock();
-    let Some(Event::Rejected(r)) = events.first() else {
+    let [Event::Rejected(r), Event::LimitChanged(c)] = &events[..] else {
         panic!("{events:?}")
     };
     assert_eq!(r.partition.as_deref(), Some("live"));
     assert_eq!(r.reason, Reason::Shed(Criticality::Sheddable));
+    assert_eq!(
+        (c.from, c.to, c.cause),
+        (10, 20, Cause::Resized),
+        "one event: the second resize changed nothing"
+    );
 }
 
 #[cfg(feature = "http")]
