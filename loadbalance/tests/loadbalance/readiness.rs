@@ -2,12 +2,15 @@
 //! readiness errors evict; discovery errors keep the set.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
+use std::task::Context;
 use std::time::Duration;
 
+use futures::task::ArcWake;
 use futures::FutureExt;
 use http::Request;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 use watertight_core::ext::Attempted;
 use watertight_core::{BoxError, Change, Endpoint, Selected};
 use watertight_loadbalance::{Builder, EndpointState, Event, ZoneAware};
@@ -98,6 +101,36 @@ async fn discovery_errors_and_the_end_of_discovery_keep_the_set() {
     drop(tx);
     assert_eq!(tally(&mut lb, 300).await.len(), 3);
     assert_eq!(lb.len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_discovery_changes_is_read_over_several_polls() {
+    struct Wakes(AtomicUsize);
+    impl ArcWake for Wakes {
+        fn wake_by_ref(w: &Arc<Self>) {
+            w.0.fetch_add(1, SeqCst);
+        }
+    }
+    let cluster = Cluster::default();
+    let (tx, rx) = channel();
+    let zones: Vec<(String, usize)> = (0..6).map(|z| (format!("z{z}"), 250)).collect();
+    let zones: Vec<(&str, usize)> = zones.iter().map(|(z, n)| (z.as_str(), *n)).collect();
+    for e in endpoints(&zones) {
+        tx.unbounded_send(Ok(Change::Insert(e))).unwrap();
+    }
+    let mut lb: Lb = Builder::new().seed(1).build(rx, cluster.factory()).unwrap();
+    let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+    let waker = futures::task::waker(wakes.clone());
+    let mut cx = Context::from_waker(&waker);
+    assert!(lb.poll_ready(&mut cx).is_ready());
+    assert!(
+        (1..1_500).contains(&lb.len()),
+        "one poll reads part of the burst: {}",
+        lb.len()
+    );
+    assert!(wakes.0.load(SeqCst) >= 1, "and wakes the task to read on");
+    assert!(lb.poll_ready(&mut cx).is_ready());
+    assert_eq!(lb.len(), 1_500);
 }
 
 /// A zone-aware balancer in zone `a` over three zones of three endpoints,
