@@ -172,10 +172,9 @@ pub struct EnvoyGradient {
     /// Samples of requests admitted before this instant are discarded.
     epoch: Option<Instant>,
     samples: Vec<Duration>,
-    drops: bool,
     /// The lowest in-flight count at which a request of this interval was
-    /// dropped.
-    drop_in_flight: u32,
+    /// dropped, if one was.
+    drop_in_flight: Option<u32>,
     at_min_in_a_row: u32,
     measurements: u64,
     rng: SmallRng,
@@ -211,8 +210,7 @@ impl EnvoyGradient {
             phase,
             epoch: None,
             samples: Vec::with_capacity(config.request_count as usize),
-            drops: false,
-            drop_in_flight: u32::MAX,
+            drop_in_flight: None,
             at_min_in_a_row: 0,
             measurements: 0,
             rng: super::rng(config.seed),
@@ -255,10 +253,14 @@ impl EnvoyGradient {
         };
         self.limit = self.config.min_concurrency;
         self.epoch = Some(now);
-        self.samples.clear();
-        self.drops = false;
-        self.drop_in_flight = u32::MAX;
+        self.clear_interval();
         self.at_min_in_a_row = 0;
+    }
+
+    /// Forgets the samples and drops of the interval that ended.
+    fn clear_interval(&mut self) {
+        self.samples.clear();
+        self.drop_in_flight = None;
     }
 
     fn finish_measuring(&mut self, deferred: u32, now: Instant) {
@@ -276,8 +278,8 @@ impl EnvoyGradient {
 
     fn gradient_limit(&mut self) -> Option<u32> {
         let c = &self.config;
-        if self.drops && c.backoff_ratio < 1.0 {
-            let from = self.limit.min(self.drop_in_flight);
+        if let Some(dropped_at) = self.drop_in_flight.filter(|_| c.backoff_ratio < 1.0) {
+            let from = self.limit.min(dropped_at);
             let backed_off = (f64::from(from) * c.backoff_ratio) as u32;
             return Some(backed_off.clamp(c.min_concurrency, c.max_limit));
         }
@@ -323,8 +325,10 @@ impl LimitAlgorithm for EnvoyGradient {
                     return self.limit;
                 }
                 if s.dropped {
-                    self.drops = true;
-                    self.drop_in_flight = self.drop_in_flight.min(s.in_flight);
+                    self.drop_in_flight = Some(
+                        self.drop_in_flight
+                            .map_or(s.in_flight, |d| d.min(s.in_flight)),
+                    );
                 } else {
                     self.samples.push(s.rtt);
                 }
@@ -345,9 +349,7 @@ impl LimitAlgorithm for EnvoyGradient {
                 let Some(new) = self.gradient_limit() else {
                     return self.limit;
                 };
-                self.samples.clear();
-                self.drops = false;
-                self.drop_in_flight = u32::MAX;
+                self.clear_interval();
                 let min = self.config.min_concurrency;
                 if self.limit == min && new == min {
                     self.at_min_in_a_row += 1;
