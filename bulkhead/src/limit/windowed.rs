@@ -124,13 +124,14 @@ pub struct Windowed<A> {
     config: WindowConfig,
     limit: u32,
     next_update: Option<Instant>,
+    /// Samples in the window.
     count: u32,
+    /// Of those, the ones not dropped (fewer: the window holds a drop).
     kept: u32,
     sum: Duration,
     dropped_sum: Duration,
     min_rtt: Option<Duration>,
     max_in_flight: u32,
-    dropped: bool,
     rtts: Vec<Duration>,
 }
 
@@ -160,7 +161,6 @@ impl<A: LimitAlgorithm> Windowed<A> {
             dropped_sum: Duration::ZERO,
             min_rtt: None,
             max_in_flight: 0,
-            dropped: false,
             rtts: Vec::new(),
         })
     }
@@ -194,7 +194,6 @@ impl<A> Windowed<A> {
         self.dropped_sum = Duration::ZERO;
         self.min_rtt = None;
         self.max_in_flight = 0;
-        self.dropped = false;
         self.rtts.clear();
     }
 }
@@ -213,7 +212,6 @@ impl<A: LimitAlgorithm> LimitAlgorithm for Windowed<A> {
         self.count += 1;
         self.max_in_flight = self.max_in_flight.max(s.in_flight);
         if s.dropped {
-            self.dropped = true;
             self.dropped_sum += s.rtt;
         } else {
             self.kept += 1;
@@ -234,7 +232,8 @@ impl<A: LimitAlgorithm> LimitAlgorithm for Windowed<A> {
         let candidate = self.min_rtt.unwrap_or(rtt);
         let length = (candidate * 2).clamp(self.config.min_window, self.config.max_window);
         self.next_update = Some(end + length);
-        let window = Sample::new(s.start, rtt, self.max_in_flight, self.dropped);
+        let dropped = self.kept < self.count;
+        let window = Sample::new(s.start, rtt, self.max_in_flight, dropped);
         self.reset();
         self.limit = self.inner.update(&window);
         self.limit
