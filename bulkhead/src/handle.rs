@@ -26,19 +26,6 @@ pub struct Snapshot {
     pub limit_changes: u64,
 }
 
-fn snapshot(l: &Limiter) -> Snapshot {
-    let (admitted, rejected, timed_out, limit_changes) = l.counters();
-    Snapshot {
-        limit: l.sem.limit(),
-        in_flight: l.sem.in_flight(),
-        queued: l.sem.waiting(),
-        admitted,
-        rejected,
-        timed_out,
-        limit_changes,
-    }
-}
-
 /// Observes and resizes one [`Bulkhead`](crate::Bulkhead).
 ///
 /// # Clone
@@ -73,7 +60,7 @@ impl BulkheadHandle {
 
     /// The state and counters at this instant.
     pub fn snapshot(&self) -> Snapshot {
-        snapshot(&self.limiter)
+        self.limiter.snapshot()
     }
 
     /// Sets the concurrency limit, while calls are in flight or not.
@@ -131,6 +118,6 @@ impl AdaptiveHandle {
 
     /// The state and counters at this instant.
     pub fn snapshot(&self) -> Snapshot {
-        snapshot(&self.limiter)
+        self.limiter.snapshot()
     }
 }

@@ -17,6 +17,7 @@ use tokio::time::{Instant, Sleep};
 use crate::config::{Mode, Order};
 use crate::error::{Full, Reason};
 use crate::event::{Cause, Event, LimitChanged, Listener, Rejected};
+use crate::handle::Snapshot;
 use crate::limit::{LimitAlgorithm, Sample};
 use crate::semaphore::{Enqueued, Semaphore, Waiter};
 
@@ -234,13 +235,16 @@ impl Limiter {
         self.algorithm.is_some()
     }
 
-    pub(crate) fn counters(&self) -> (u64, u64, u64, u64) {
-        (
-            self.admitted.load(Relaxed),
-            self.rejected.load(Relaxed),
-            self.timed_out.load(Relaxed),
-            self.limit_changes.load(Relaxed),
-        )
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            limit: self.sem.limit(),
+            in_flight: self.sem.in_flight(),
+            queued: self.sem.waiting(),
+            admitted: self.admitted.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            timed_out: self.timed_out.load(Relaxed),
+            limit_changes: self.limit_changes.load(Relaxed),
+        }
     }
 }
 
