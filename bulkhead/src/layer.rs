@@ -221,6 +221,7 @@ impl<C> AdaptiveConcurrencyLayer<C> {
             Params {
                 name: c.name.clone(),
                 component: "adaptive_concurrency",
+                // Replaced by the algorithm's initial limit.
                 limit: 1,
                 mode: c.mode,
                 max_queue: c.max_queue,
