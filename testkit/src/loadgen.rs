@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
@@ -220,10 +219,7 @@ impl LoadGen {
             let mut req = (self.make_request)(n as u64);
             let attempts = AttemptCounter::default();
             req.extensions_mut().insert(attempts.clone());
-            let call: BoxFuture<'static, Result<Response<()>, BoxError>> = {
-                let svc = service.clone();
-                Box::pin(async move { svc.oneshot(req).await.map_err(Into::into) })
-            };
+            let call = service.clone().oneshot(req);
             let records = records.clone();
             let give_up = self.give_up_after;
             let zone = self.client_zone.clone();
