@@ -19,7 +19,9 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use tower::{Layer, Service};
 use watertight_benches::{runtime, NoOp};
-use watertight_chaos::{Abort, AuditSink, ChaosController, Experiment, Fault, Inspect, Target};
+use watertight_chaos::{
+    Abort, AuditSink, Chaos, ChaosController, Experiment, ExperimentBuilder, Fault, Inspect, Target,
+};
 use watertight_core::ext::Extensions;
 
 /// A request with a path, and no extensions.
@@ -57,6 +59,22 @@ fn controller() -> ChaosController {
         .expect("valid configuration")
 }
 
+/// A controller running `experiment` for an hour, and the layer it gives
+/// over [`NoOp`].
+fn running(experiment: ExperimentBuilder) -> (ChaosController, Chaos<NoOp>) {
+    let chaos = controller();
+    chaos
+        .start(
+            experiment
+                .duration(Duration::from_secs(3600))
+                .build()
+                .expect("valid experiment"),
+        )
+        .expect("started");
+    let svc = chaos.layer().layer(NoOp);
+    (chaos, svc)
+}
+
 fn no_fault(c: &mut Criterion) {
     // Experiments need a runtime for their time to live.
     let rt = runtime();
@@ -81,32 +99,15 @@ fn no_fault(c: &mut Criterion) {
         b.iter(|| one_call(&mut svc, &mut cx));
     });
     group.bench_function("watertight_target_miss", |b| {
-        let chaos = controller();
-        chaos
-            .start(
-                Experiment::builder("admin-only")
-                    .duration(Duration::from_secs(3600))
-                    .target(Target::all().path_prefix("/admin"))
-                    .fault(Fault::Abort(Abort::Error), 100.0)
-                    .build()
-                    .expect("valid experiment"),
-            )
-            .expect("started");
-        let mut svc = chaos.layer().layer(NoOp);
+        let experiment = Experiment::builder("admin-only")
+            .target(Target::all().path_prefix("/admin"))
+            .fault(Fault::Abort(Abort::Error), 100.0);
+        let (_chaos, mut svc) = running(experiment);
         b.iter(|| one_call(&mut svc, &mut cx));
     });
     group.bench_function("watertight_zero_percent", |b| {
-        let chaos = controller();
-        chaos
-            .start(
-                Experiment::builder("dry-run")
-                    .duration(Duration::from_secs(3600))
-                    .fault(Fault::Abort(Abort::Error), 0.0)
-                    .build()
-                    .expect("valid experiment"),
-            )
-            .expect("started");
-        let mut svc = chaos.layer().layer(NoOp);
+        let experiment = Experiment::builder("dry-run").fault(Fault::Abort(Abort::Error), 0.0);
+        let (_chaos, mut svc) = running(experiment);
         b.iter(|| one_call(&mut svc, &mut cx));
     });
     group.finish();

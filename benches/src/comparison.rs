@@ -153,7 +153,15 @@ pub fn write_svg(comparison: &Comparison, path: &Path) -> Result<(), Box<dyn std
     let value_font = ("sans-serif", 11)
         .into_font()
         .transform(FontTransform::Rotate270);
-    let position = |r: &ScenarioResult| scenarios.iter().position(|x| *x == r.scenario);
+    // A stack's rows, each with the index of its scenario.
+    let rows_of = |stack: &str| -> Vec<(usize, &ScenarioResult)> {
+        comparison
+            .results
+            .iter()
+            .filter(|r| r.stack == stack)
+            .filter_map(|r| Some((scenarios.iter().position(|x| *x == r.scenario)?, r)))
+            .collect()
+    };
 
     let mut chart = ChartBuilder::on(&top)
         .caption(
@@ -179,12 +187,7 @@ pub fn write_svg(comparison: &Comparison, path: &Path) -> Result<(), Box<dyn std
         .draw()?;
     for (k, stack) in stacks.iter().enumerate() {
         let color = palette[k % palette.len()];
-        let rows: Vec<_> = comparison
-            .results
-            .iter()
-            .filter(|r| r.stack == *stack)
-            .filter_map(|r| position(r).map(|s| (s, r)))
-            .collect();
+        let rows = rows_of(stack);
         chart
             .draw_series(rows.iter().map(|(s, r)| {
                 let (x0, x1) = bar(*s, k);
@@ -230,12 +233,7 @@ pub fn write_svg(comparison: &Comparison, path: &Path) -> Result<(), Box<dyn std
         .draw()?;
     for (k, stack) in stacks.iter().enumerate() {
         let color = palette[k % palette.len()];
-        let rows: Vec<_> = comparison
-            .results
-            .iter()
-            .filter(|r| r.stack == *stack)
-            .filter_map(|r| position(r).map(|s| (s, r)))
-            .collect();
+        let rows = rows_of(stack);
         chart.draw_series(rows.iter().map(|(s, r)| {
             let (x0, x1) = bar(*s, k);
             Rectangle::new([(x0, 1.0), (x1, r.p99_ms.max(1.0))], color.filled())
