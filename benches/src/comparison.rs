@@ -267,3 +267,60 @@ pub fn progress_line(done: usize, total: usize, row: &ScenarioResult) -> String 
 pub fn elapsed_line(elapsed: Duration, runs: usize) -> String {
     format!("{runs} runs in {:.1} s", elapsed.as_secs_f64())
 }
+
+#[cfg(test)]
+mod tests {
+    use watertight_testkit::scenario::ScenarioKind;
+    use watertight_testkit::stacks::Unprotected;
+
+    use super::*;
+    use crate::stacks::TowerStack;
+
+    #[test]
+    fn rows_come_back_in_scenario_then_stack_order_as_single_runs_give_them() {
+        let scenarios =
+            [ScenarioKind::Steady, ScenarioKind::ZoneOutage].map(|k| Scenario::new(k).scaled(0.02));
+        let stacks = [Entry::new(Unprotected), Entry::new(TowerStack)];
+        let topology = Topology::default();
+        let seen = Mutex::new(Vec::new());
+        let comparison = compare(&scenarios, &stacks, &topology, 3, 2, &|done, total, _| {
+            seen.lock().push((done, total));
+        });
+        let mut seen = seen.into_inner();
+        seen.sort_unstable();
+        assert_eq!(seen, [(1, 4), (2, 4), (3, 4), (4, 4)]);
+        assert_eq!(comparison.seed, 3);
+        let order: Vec<_> = comparison
+            .results
+            .iter()
+            .map(|r| (r.scenario.as_str(), r.stack.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("steady", "none"),
+                ("steady", "tower"),
+                ("zone-outage", "none"),
+                ("zone-outage", "tower"),
+            ]
+        );
+        // Running on a pool changes nothing: each row is its run's alone.
+        let alone = run(&scenarios[1], &topology, &TowerStack, 3);
+        assert_eq!(
+            comparison.results[3],
+            ScenarioResult::new(ScenarioKind::ZoneOutage, "tower", &alone)
+        );
+    }
+
+    #[test]
+    fn success_rates_read_as_nines_and_as_many_decimals_as_they_need() {
+        assert_eq!(nines(0.0), 0.0);
+        assert!((nines(0.999) - 3.0).abs() < 1e-9);
+        assert_eq!(nines(0.999_999_9), MAX_NINES);
+        assert_eq!(nines(1.0), MAX_NINES);
+        assert_eq!(percent(1.0), "100%");
+        assert_eq!(percent(0.999_969), "99.9969%");
+        assert_eq!(percent(0.9953), "99.53%");
+        assert_eq!(percent(0.597_814), "59.8%");
+    }
+}
