@@ -94,8 +94,7 @@ impl fmt::Display for TooManyKeys {
 impl std::error::Error for TooManyKeys {}
 
 /// An invalid configuration, naming the field at fault: watertight-core's
-/// [`ConfigError`](watertight_core::ConfigError), whose component is
-/// `circuit breaker`.
+/// [`ConfigError`], whose component is `circuit breaker`.
 pub use watertight_core::ConfigError;
 
 /// The component the breaker's configuration errors name.

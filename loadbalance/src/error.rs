@@ -51,8 +51,7 @@ impl fmt::Display for NoHealthyEndpoints {
 impl std::error::Error for NoHealthyEndpoints {}
 
 /// An invalid configuration, naming the field at fault: watertight-core's
-/// [`ConfigError`](watertight_core::ConfigError), whose component is
-/// `load balancer`.
+/// [`ConfigError`], whose component is `load balancer`.
 pub use watertight_core::ConfigError;
 
 /// The component the balancer's configuration errors name.
