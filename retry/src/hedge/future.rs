@@ -199,7 +199,7 @@ where
                             if attempt > 1 {
                                 shared.on_won(attempt);
                             }
-                            cancel(shared, attempts, pending, now);
+                            cancel(shared, attempts, pending, Some(now));
                             *done = true;
                             return Poll::Ready(result);
                         }
@@ -208,7 +208,7 @@ where
                     if attempts.is_empty() {
                         // Every attempt sent failed: hedging is for slow
                         // answers, retries are the retry layer's job.
-                        cancel(shared, attempts, pending, Instant::now());
+                        cancel(shared, attempts, pending, Some(Instant::now()));
                         *done = true;
                         return Poll::Ready(
                             last.take().expect("an attempt completed before all did"),
@@ -231,20 +231,15 @@ where
                             }
                         }
                     }
-                    match service.poll_ready(cx) {
+                    let req = match service.poll_ready(cx) {
                         Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Ok(())) => {}
-                        Poll::Ready(Err(_)) => {
-                            // The service cannot take a hedge; the attempts
-                            // in flight may still answer.
-                            if let Some(w) = pending.take() {
-                                shared.budget.release(w);
-                            }
-                            timer.set(None);
-                            return Poll::Pending;
-                        }
-                    }
-                    let Some(req) = shared.policy.clone_request(template) else {
+                        Poll::Ready(Ok(())) => shared.policy.clone_request(template),
+                        Poll::Ready(Err(_)) => None,
+                    };
+                    let Some(req) = req else {
+                        // No hedge can be sent (the service failed, or the
+                        // request cannot be copied); the attempts in flight
+                        // may still answer.
                         if let Some(w) = pending.take() {
                             shared.budget.release(w);
                         }
@@ -272,22 +267,22 @@ where
 }
 
 /// Drops (cancels) the attempts still in flight and gives back what they
-/// took. A losing original attempt has run at least the hedge delay: its
-/// time so far is recorded, a lower bound that keeps slow answers in the
-/// histogram (without it, every hedge that wins hides a tail latency and
-/// the percentile drifts down).
+/// took. When the request was answered (at `now`), a losing original
+/// attempt has run at least the hedge delay: its time so far is recorded, a
+/// lower bound that keeps slow answers in the histogram (without it, every
+/// hedge that wins hides a tail latency and the percentile drifts down).
 fn cancel<F, B: Budget, P>(
     shared: &HedgeShared<B, P>,
     attempts: &mut FuturesUnordered<Tracked<F>>,
     pending: &mut Option<Withdrawal>,
-    now: Instant,
+    now: Option<Instant>,
 ) {
     for t in Pin::new(&mut *attempts).iter_pin_mut() {
         let t = t.project();
         if let Some(w) = t.withdrawal.take() {
             shared.budget.release(w);
         }
-        if *t.attempt == 1 {
+        if let (1, Some(now)) = (*t.attempt, now) {
             shared.record_latency(now, now.saturating_duration_since(*t.started));
         }
     }
@@ -310,14 +305,7 @@ where
             attempts, pending, ..
         } = this.kind.project()
         {
-            for t in Pin::new(&mut *attempts).iter_pin_mut() {
-                if let Some(w) = t.project().withdrawal.take() {
-                    shared.budget.release(w);
-                }
-            }
-            if let Some(w) = pending.take() {
-                shared.budget.release(w);
-            }
+            cancel(shared, attempts, pending, None);
         }
         shared.budget.finish();
     }
