@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 use metrics_util::debugging::DebuggingRecorder;
 use parking_lot::Mutex;
 use tokio::time::{sleep, Instant};
+use tokio_test::assert_pending;
 use tower::{Layer, Service, ServiceExt};
 use watertight_core::{Attempted, BoxError, EndpointId, Extensions};
 use watertight_retry::budget::{Budget, BudgetConfig, RatioBudget};
@@ -417,6 +418,29 @@ async fn a_cancelled_hedged_request_gives_back_its_budget() {
     assert_eq!((budget.active_requests(), budget.active_retries()), (0, 0));
     assert_eq!(budget.remaining(), 1);
     assert_eq!(backend.cancelled.lock().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_the_service_cannot_take_is_not_sent_and_gives_back_its_budget() {
+    let budget = one_retry_at_a_time();
+    let layer = builder()
+        .delay(HedgeDelay::fixed(MS * 10))
+        .shared_budget(budget.clone())
+        .build()
+        .unwrap();
+    let h = layer.handle();
+    let (mut svc, mut handle) = mocked(layer);
+    let call = spawn_call(&mut svc, Req::new(1));
+    let (_, send) = handle.next_request().await.unwrap();
+    // The hedge is due at 10 ms; the service fails to become ready for it.
+    handle.send_error("no capacity");
+    sleep(MS * 20).await;
+    assert_eq!(budget.active_retries(), 0);
+    assert_eq!(h.snapshot().hedges_sent, 0);
+    // The original still answers.
+    send.send_response(Res::ok());
+    assert_eq!(call.await.unwrap().unwrap().status, 200);
+    assert_pending!(handle.poll_request());
 }
 
 #[tokio::test(start_paused = true)]
