@@ -304,7 +304,7 @@ impl BudgetConfig {
     /// A [`ConfigError`] naming the invalid field (`budget.ratio`, …); the
     /// rules are those of each budget's builder.
     pub fn build(&self, name: &str) -> Result<AnyBudget, ConfigError> {
-        let b: AnyBudget = match *self {
+        match *self {
             BudgetConfig::Ratio {
                 ratio,
                 min_per_sec,
@@ -315,8 +315,7 @@ impl BudgetConfig {
                 .min_per_sec(min_per_sec)
                 .ttl(ttl)
                 .build()
-                .map_err(|e| e.within(COMPONENT, "budget"))?
-                .into(),
+                .map(AnyBudget::from),
             BudgetConfig::Concurrency {
                 ratio,
                 min_concurrency,
@@ -325,8 +324,7 @@ impl BudgetConfig {
                 .ratio(ratio)
                 .min_concurrency(min_concurrency)
                 .build()
-                .map_err(|e| e.within(COMPONENT, "budget"))?
-                .into(),
+                .map(AnyBudget::from),
             BudgetConfig::TokenBucket {
                 max_tokens,
                 retry_cost,
@@ -339,18 +337,16 @@ impl BudgetConfig {
                 .timeout_cost(timeout_cost)
                 .success_refund(success_refund)
                 .build()
-                .map_err(|e| e.within(COMPONENT, "budget"))?
-                .into(),
+                .map(AnyBudget::from),
             BudgetConfig::Grpc {
                 max_tokens,
                 token_ratio,
             } => TokenBucketBudget::grpc_builder(max_tokens, token_ratio)
                 .name(name)
                 .build()
-                .map_err(|e| e.within(COMPONENT, "budget"))?
-                .into(),
-        };
-        Ok(b)
+                .map(AnyBudget::from),
+        }
+        .map_err(|e| e.within(COMPONENT, "budget"))
     }
 
     /// Checks the rules of [`build`](Self::build) without building.
