@@ -146,11 +146,11 @@ impl TokenBucketBudget {
         TokenBucketBudgetBuilder {
             name: "retry".to_owned(),
             max_tokens: DEFAULT_AWS_MAX,
-            mode: Mode::Aws {
+            mode: Mode::Aws(AwsCosts {
                 retry_cost: DEFAULT_RETRY_COST,
                 timeout_cost: DEFAULT_TIMEOUT_COST,
                 success_refund: DEFAULT_SUCCESS_REFUND,
-            },
+            }),
             error: None,
         }
     }
@@ -300,14 +300,15 @@ impl fmt::Debug for TokenBucketBudget {
 
 #[derive(Clone, Copy, Debug)]
 enum Mode {
-    Aws {
-        retry_cost: u32,
-        timeout_cost: u32,
-        success_refund: u32,
-    },
-    Grpc {
-        token_ratio: f64,
-    },
+    Aws(AwsCosts),
+    Grpc { token_ratio: f64 },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct AwsCosts {
+    retry_cost: u32,
+    timeout_cost: u32,
+    success_refund: u32,
 }
 
 /// Builds a [`TokenBucketBudget`]; from
@@ -335,39 +336,42 @@ impl TokenBucketBudgetBuilder {
         self
     }
 
-    fn set_aws(
-        mut self,
-        field: &'static str,
-        f: impl FnOnce(&mut u32, &mut u32, &mut u32),
-    ) -> Self {
+    /// The AWS costs to set `field` of; with gRPC rules, `None` and an
+    /// error for [`build`](Self::build).
+    fn aws(&mut self, field: &'static str) -> Option<&mut AwsCosts> {
         match &mut self.mode {
-            Mode::Aws {
-                retry_cost,
-                timeout_cost,
-                success_refund,
-            } => f(retry_cost, timeout_cost, success_refund),
+            Mode::Aws(costs) => Some(costs),
             Mode::Grpc { .. } => {
                 self.error
                     .get_or_insert(invalid(field, "applies to AWS standard-mode rules only"));
+                None
             }
+        }
+    }
+
+    /// Tokens a retry costs (AWS rules; default 5).
+    pub fn retry_cost(mut self, cost: u32) -> Self {
+        if let Some(c) = self.aws("retry_cost") {
+            c.retry_cost = cost;
         }
         self
     }
 
-    /// Tokens a retry costs (AWS rules; default 5).
-    pub fn retry_cost(self, cost: u32) -> Self {
-        self.set_aws("retry_cost", |r, _, _| *r = cost)
-    }
-
     /// Tokens a retry after a timed-out attempt costs (AWS rules; default
     /// 10).
-    pub fn timeout_cost(self, cost: u32) -> Self {
-        self.set_aws("timeout_cost", |_, t, _| *t = cost)
+    pub fn timeout_cost(mut self, cost: u32) -> Self {
+        if let Some(c) = self.aws("timeout_cost") {
+            c.timeout_cost = cost;
+        }
+        self
     }
 
     /// Tokens a first-attempt success puts back (AWS rules; default 1).
-    pub fn success_refund(self, refund: u32) -> Self {
-        self.set_aws("success_refund", |_, _, s| *s = refund)
+    pub fn success_refund(mut self, refund: u32) -> Self {
+        if let Some(c) = self.aws("success_refund") {
+            c.success_refund = refund;
+        }
+        self
     }
 
     /// Validates and builds the budget.
@@ -385,11 +389,11 @@ impl TokenBucketBudgetBuilder {
         config::name(COMPONENT, &self.name)?;
         let max = i64::from(self.max_tokens) * MILLI;
         let rules = match self.mode {
-            Mode::Aws {
+            Mode::Aws(AwsCosts {
                 retry_cost,
                 timeout_cost,
                 success_refund,
-            } => {
+            }) => {
                 validate_aws(self.max_tokens, retry_cost, timeout_cost)?;
                 Rules::Aws {
                     retry_cost: i64::from(retry_cost) * MILLI,
