@@ -24,7 +24,7 @@ use watertight_retry::policy::{ByClone, HeaderHints as RetryHints, SafeRequests}
 use watertight_retry::{RetryHandle, RetryLayer, StandardPolicy};
 
 use super::classify::{LimitClassify, RefusalClassify};
-use super::config::{ClientConfig, ConfigError};
+use super::config::{ClientConfig, ConfigError, COMPONENT};
 
 /// The retry policy of the stack: HTTP classification, idempotent methods,
 /// server hints from headers, requests copied with `Clone`.
@@ -164,6 +164,7 @@ impl ClientBuilder {
         config.validate()?;
         if self.local_cluster.is_some() && config.balancer.local_locality.is_none() {
             return Err(ConfigError::new(
+                COMPONENT,
                 "local_cluster",
                 "needs `balancer.local_locality`: where this client runs",
             ));
@@ -187,7 +188,7 @@ impl ClientBuilder {
                 if let Some(s) = sub_seed(1) {
                     b = b.seed(s);
                 }
-                b.build().map_err(|e| ConfigError::within("chaos", &e))?
+                b.build().map_err(|e| e.within(COMPONENT, "chaos"))?
             }
         };
         let chaos_layer = chaos.layer().classify(ServerErrorsAsFailures);
@@ -199,11 +200,11 @@ impl ClientBuilder {
             b
         });
         if let Some(b) = &breaker {
-            b.validate()
-                .map_err(|e| ConfigError::within("breaker", &e))?;
+            b.validate().map_err(|e| e.within(COMPONENT, "breaker"))?;
         }
-        let breaker_group = BreakerGroup::new(config.breaker_max_open_percent)
-            .map_err(|e| ConfigError::new("breaker_max_open_percent", e.reason().to_owned()))?;
+        let breaker_group = BreakerGroup::new(config.breaker_max_open_percent).map_err(|e| {
+            ConfigError::new(COMPONENT, "breaker_max_open_percent", e.reason().to_owned())
+        })?;
         let breaker_group_handle = breaker_group.clone();
         let breaker_seed = sub_seed(2);
         let breaker_name = breaker
@@ -219,7 +220,7 @@ impl ClientBuilder {
                     BulkheadLayer::builder()
                         .config(c)
                         .build()
-                        .map_err(|e| ConfigError::within("endpoint_limit", &e))?,
+                        .map_err(|e| e.within(COMPONENT, "endpoint_limit"))?,
                 )
             }
             None => None,
@@ -264,7 +265,7 @@ impl ClientBuilder {
         }
         let balancer = lb
             .build(discover, endpoint)
-            .map_err(|e| ConfigError::within("balancer", &e))?;
+            .map_err(|e| e.within(COMPONENT, "balancer"))?;
         let balancer_handle = balancer.handle();
         let buffered = Buffer::new(balancer, config.buffer);
 
@@ -278,7 +279,7 @@ impl ClientBuilder {
             .config(retry_config)
             .classify(ServerErrorsAsFailures)
             .build()
-            .map_err(|e| ConfigError::within("retry", &e))?;
+            .map_err(|e| e.within(COMPONENT, "retry"))?;
         let retry_handle = retry.handle();
         let inner = retry.layer(buffered);
 
@@ -294,7 +295,7 @@ impl ClientBuilder {
                     .config(a)
                     .classify(RefusalClassify)
                     .build()
-                    .map_err(|e| ConfigError::within("admission", &e))?;
+                    .map_err(|e| e.within(COMPONENT, "admission"))?;
                 let svc = layer.layer(inner);
                 let handle = svc.handle();
                 (Either::Left(svc), Some(handle))
@@ -310,7 +311,7 @@ impl ClientBuilder {
                     .config(c)
                     .classify(LimitClassify)
                     .build()
-                    .map_err(|e| ConfigError::within("concurrency", &e))?;
+                    .map_err(|e| e.within(COMPONENT, "concurrency"))?;
                 let svc = layer.layer(inner);
                 let handle = svc.handle();
                 (Either::Left(svc), Some(handle))

@@ -1,9 +1,6 @@
 //! [`ClientConfig`]: the recommended client stack's configuration, and its
 //! [`ConfigError`].
 
-use std::borrow::Cow;
-use std::error::Error;
-use std::fmt;
 use std::time::Duration;
 
 use watertight_bulkhead::limit::VegasConfig;
@@ -251,130 +248,64 @@ impl ClientConfig {
     /// A [`ConfigError`] naming the first field that breaks a rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.name.is_empty() {
-            return Err(ConfigError::new("name", "must not be empty"));
+            return Err(ConfigError::new(COMPONENT, "name", "must not be empty"));
         }
         if self.per_try_timeout.is_zero() {
             return Err(ConfigError::new(
+                COMPONENT,
                 "per_try_timeout",
                 "must be greater than zero",
             ));
         }
         if self.buffer == 0 {
-            return Err(ConfigError::new("buffer", "must be at least 1"));
+            return Err(ConfigError::new(COMPONENT, "buffer", "must be at least 1"));
         }
         if let Some(c) = &self.concurrency {
             c.validate()
-                .map_err(|e| ConfigError::within("concurrency", &e))?;
+                .map_err(|e| e.within(COMPONENT, "concurrency"))?;
         }
         if let Some(a) = &self.admission {
-            a.validate()
-                .map_err(|e| ConfigError::within("admission", &e))?;
+            a.validate().map_err(|e| e.within(COMPONENT, "admission"))?;
         }
         self.retry
             .validate()
-            .map_err(|e| ConfigError::within("retry", &e))?;
+            .map_err(|e| e.within(COMPONENT, "retry"))?;
         self.balancer
             .validate()
-            .map_err(|e| ConfigError::within("balancer", &e))?;
+            .map_err(|e| e.within(COMPONENT, "balancer"))?;
         if let Some(b) = &self.breaker {
-            b.validate()
-                .map_err(|e| ConfigError::within("breaker", &e))?;
+            b.validate().map_err(|e| e.within(COMPONENT, "breaker"))?;
         }
         let share = self.breaker_slow_call_share;
         if !(share > 0.0 && share <= 1.0) {
             return Err(ConfigError::new(
+                COMPONENT,
                 "breaker_slow_call_share",
                 format!("must be in (0, 1], got {share}"),
             ));
         }
         if !(0.0..=100.0).contains(&self.breaker_max_open_percent) {
             return Err(ConfigError::new(
+                COMPONENT,
                 "breaker_max_open_percent",
                 format!("must be in [0, 100], got {}", self.breaker_max_open_percent),
             ));
         }
         if let Some(c) = &self.endpoint_limit {
             c.validate()
-                .map_err(|e| ConfigError::within("endpoint_limit", &e))?;
+                .map_err(|e| e.within(COMPONENT, "endpoint_limit"))?;
         }
         Ok(())
     }
 }
 
 /// An invalid [`ClientConfig`] (or an invalid combination of it with what
-/// the builder was given): names the field, nested as in the configuration
-/// file (`retry.budget.ratio`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    field: Cow<'static, str>,
-    reason: Cow<'static, str>,
-}
+/// the builder was given) is a [`ConfigError`] of component `client` whose
+/// field is nested as in the configuration file (`retry.budget.ratio`).
+pub use watertight_core::ConfigError;
 
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, reason: impl Into<Cow<'static, str>>) -> Self {
-        ConfigError {
-            field: Cow::Borrowed(field),
-            reason: reason.into(),
-        }
-    }
-
-    /// A layer's error, its field inside `parent`.
-    pub(crate) fn within(parent: &str, e: &dyn LayerError) -> Self {
-        ConfigError {
-            field: Cow::Owned(format!("{parent}.{}", e.field())),
-            reason: Cow::Owned(e.reason().to_owned()),
-        }
-    }
-
-    /// The configuration field at fault (`retry.budget.ratio`).
-    pub fn field(&self) -> &str {
-        &self.field
-    }
-
-    /// What is wrong with it.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid client configuration: `{}` {}",
-            self.field, self.reason
-        )
-    }
-}
-
-impl Error for ConfigError {}
-
-/// The layer crates' configuration errors, which all name a field.
-pub(crate) trait LayerError {
-    fn field(&self) -> &str;
-    fn reason(&self) -> &str;
-}
-
-macro_rules! layer_error {
-    ($($t:ty),*) => {$(
-        impl LayerError for $t {
-            fn field(&self) -> &str {
-                <$t>::field(self)
-            }
-            fn reason(&self) -> &str {
-                <$t>::reason(self)
-            }
-        }
-    )*};
-}
-
-layer_error!(
-    watertight_bulkhead::error::ConfigError,
-    watertight_retry::error::ConfigError,
-    watertight_loadbalance::error::ConfigError,
-    watertight_circuit_breaker::error::ConfigError,
-    watertight_chaos::error::ConfigError
-);
+/// The component name of the stack's configuration errors.
+pub(crate) const COMPONENT: &str = "client";
 
 #[cfg(feature = "serde")]
 impl<'de> serde::Deserialize<'de> for ClientConfig {
