@@ -10,33 +10,15 @@
 //!
 //! `cargo bench -p watertight-benches --bench bulkhead -- --warm-up-time 1 --measurement-time 3`
 
-use std::future::Future;
-use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tower::limit::ConcurrencyLimitLayer;
-use tower::{Layer, Service};
-use watertight_benches::{runtime, NoOp};
+use tower::Layer;
+use watertight_benches::{one_call, runtime, NoOp};
 use watertight_bulkhead::{BulkheadLayer, Mode};
 
 const LIMIT: u32 = 1_000;
-
-/// One call: ready, call, and the response, which a no-op service gives at
-/// the first poll.
-#[inline]
-fn one_call<S>(svc: &mut S, cx: &mut Context<'_>) -> u64
-where
-    S: Service<u64, Response = u64>,
-{
-    assert!(matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))));
-    let fut = pin!(svc.call(black_box(1)));
-    match fut.poll(cx) {
-        Poll::Ready(Ok(res)) => res,
-        _ => panic!("a no-op call completes at its first poll"),
-    }
-}
 
 fn watertight(mode: Mode) -> watertight_bulkhead::Bulkhead<NoOp> {
     BulkheadLayer::builder()
@@ -68,27 +50,27 @@ fn admitted_call(c: &mut Criterion) {
     let mut group = c.benchmark_group("bulkhead");
     group.bench_function("bare", |b| {
         let mut svc = NoOp;
-        b.iter(|| one_call(&mut svc, &mut cx));
+        b.iter(|| one_call(&mut svc, &mut cx, 1));
     });
     group.bench_function("watertight_fail_fast", |b| {
         let mut svc = watertight(Mode::FailFast);
-        b.iter(|| one_call(&mut svc, &mut cx));
+        b.iter(|| one_call(&mut svc, &mut cx, 1));
     });
     group.bench_function("watertight_backpressure", |b| {
         let mut svc = watertight(Mode::Backpressure);
-        b.iter(|| one_call(&mut svc, &mut cx));
+        b.iter(|| one_call(&mut svc, &mut cx, 1));
     });
     group.bench_function("tower_concurrency_limit", |b| {
         let mut svc = ConcurrencyLimitLayer::new(LIMIT as usize).layer(NoOp);
-        b.iter(|| one_call(&mut svc, &mut cx));
+        b.iter(|| one_call(&mut svc, &mut cx, 1));
     });
     group.bench_function("tower_resilience_fail_fast", |b| {
         let mut svc = resilience(false).layer(NoOp);
-        b.iter(|| one_call(&mut svc, &mut cx));
+        b.iter(|| one_call(&mut svc, &mut cx, 1));
     });
     group.bench_function("tower_resilience_backpressure", |b| {
         let mut svc = resilience(true).layer(NoOp);
-        b.iter(|| one_call(&mut svc, &mut cx));
+        b.iter(|| one_call(&mut svc, &mut cx, 1));
     });
     group.finish();
 }

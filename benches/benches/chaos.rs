@@ -10,15 +10,12 @@
 //!
 //! `cargo bench -p watertight-benches --bench chaos -- --warm-up-time 1 --measurement-time 3`
 
-use std::future::Future;
-use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tower::{Layer, Service};
-use watertight_benches::{runtime, NoOp};
+use tower::Layer;
+use watertight_benches::{one_call, runtime, NoOp};
 use watertight_chaos::{
     Abort, AuditSink, Chaos, ChaosController, Experiment, ExperimentBuilder, Fault, Inspect, Target,
 };
@@ -33,21 +30,6 @@ impl Extensions for Req {}
 impl Inspect for Req {
     fn path(&self) -> Option<&str> {
         Some("/api/users")
-    }
-}
-
-/// One call: ready, call, and the response, which a no-op service gives at
-/// the first poll.
-#[inline]
-fn one_call<S>(svc: &mut S, cx: &mut Context<'_>) -> u64
-where
-    S: Service<Req, Response = Req>,
-{
-    assert!(matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))));
-    let fut = pin!(svc.call(black_box(Req(1))));
-    match fut.poll(cx) {
-        Poll::Ready(Ok(res)) => res.0,
-        _ => panic!("a no-op call completes at its first poll"),
     }
 }
 
@@ -84,31 +66,31 @@ fn no_fault(c: &mut Criterion) {
     let mut group = c.benchmark_group("chaos/disabled");
     group.bench_function("bare", |b| {
         let mut svc = NoOp;
-        b.iter(|| one_call(&mut svc, &mut cx));
+        b.iter(|| one_call(&mut svc, &mut cx, Req(1)).0);
     });
     group.bench_function("watertight", |b| {
         let chaos = controller();
         let mut svc = chaos.layer().layer(NoOp);
-        b.iter(|| one_call(&mut svc, &mut cx));
+        b.iter(|| one_call(&mut svc, &mut cx, Req(1)).0);
     });
     group.finish();
 
     let mut group = c.benchmark_group("chaos/experiment_not_touching");
     group.bench_function("bare", |b| {
         let mut svc = NoOp;
-        b.iter(|| one_call(&mut svc, &mut cx));
+        b.iter(|| one_call(&mut svc, &mut cx, Req(1)).0);
     });
     group.bench_function("watertight_target_miss", |b| {
         let experiment = Experiment::builder("admin-only")
             .target(Target::all().path_prefix("/admin"))
             .fault(Fault::Abort(Abort::Error), 100.0);
         let (_chaos, mut svc) = running(experiment);
-        b.iter(|| one_call(&mut svc, &mut cx));
+        b.iter(|| one_call(&mut svc, &mut cx, Req(1)).0);
     });
     group.bench_function("watertight_zero_percent", |b| {
         let experiment = Experiment::builder("dry-run").fault(Fault::Abort(Abort::Error), 0.0);
         let (_chaos, mut svc) = running(experiment);
-        b.iter(|| one_call(&mut svc, &mut cx));
+        b.iter(|| one_call(&mut svc, &mut cx, Req(1)).0);
     });
     group.finish();
 }

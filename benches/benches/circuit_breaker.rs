@@ -18,20 +18,8 @@ use std::task::{Context, Poll, Waker};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tower::{Layer, Service};
-use watertight_benches::{runtime, NoOp};
+use watertight_benches::{one_call, runtime, NoOp};
 use watertight_circuit_breaker::CircuitBreakerLayer;
-
-/// One call: ready, call, and the response, which a no-op service gives at
-/// the first poll.
-#[inline]
-fn one_call<S: Service<u64, Response = u64>>(svc: &mut S, cx: &mut Context<'_>) -> u64 {
-    assert!(matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))));
-    let fut = pin!(svc.call(black_box(1)));
-    match fut.poll(cx) {
-        Poll::Ready(Ok(res)) => res,
-        _ => panic!("a no-op call completes at its first poll"),
-    }
-}
 
 fn closed_success(c: &mut Criterion) {
     // tower-resilience's breaker takes a tokio mutex and may start tokio
@@ -43,7 +31,7 @@ fn closed_success(c: &mut Criterion) {
 
     group.bench_function("bare", |b| {
         let mut svc = NoOp;
-        b.iter(|| one_call(&mut svc, &mut cx));
+        b.iter(|| one_call(&mut svc, &mut cx, 1));
     });
 
     group.bench_function("watertight", |b| {
@@ -51,7 +39,7 @@ fn closed_success(c: &mut Criterion) {
             .build()
             .expect("valid configuration");
         let mut svc = layer.layer(NoOp);
-        b.iter(|| one_call(&mut svc, &mut cx));
+        b.iter(|| one_call(&mut svc, &mut cx, 1));
     });
 
     group.bench_function("tower-resilience", |b| {
@@ -62,7 +50,7 @@ fn closed_success(c: &mut Criterion) {
             .build()
             .expect("valid configuration");
         let mut svc = layer.layer(NoOp);
-        b.iter(|| one_call(&mut svc, &mut cx));
+        b.iter(|| one_call(&mut svc, &mut cx, 1));
     });
 
     group.bench_function("recloser", |b| {

@@ -13,18 +13,15 @@
 //! `cargo bench -p watertight-benches --bench retry -- --warm-up-time 1 --measurement-time 3`
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures_util::future::{ready, Ready};
 use tower::retry::budget::{Budget, TpsBudget};
-use tower::{Layer, Service};
-use watertight_benches::{runtime, NoOp};
+use tower::Layer;
+use watertight_benches::{one_call, runtime, NoOp};
 use watertight_core::Extensions;
 use watertight_retry::policy::{AllRequests, NoHints};
 use watertight_retry::RetryLayer;
@@ -34,21 +31,6 @@ use watertight_retry::RetryLayer;
 struct Req(u64);
 
 impl Extensions for Req {}
-
-/// One call: ready, call, and the response, which a no-op service gives at
-/// the first poll.
-#[inline]
-fn one_call<S, E>(svc: &mut S, cx: &mut Context<'_>) -> u64
-where
-    S: Service<Req, Response = Req, Error = E>,
-{
-    assert!(matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))));
-    let fut = pin!(svc.call(black_box(Req(1))));
-    match fut.poll(cx) {
-        Poll::Ready(Ok(res)) => res.0,
-        _ => panic!("a no-op call completes at its first poll"),
-    }
-}
 
 /// tower's retry policy for the benchmark: every success deposits in the
 /// budget; a failure retries while attempts remain and the budget allows.
@@ -90,7 +72,7 @@ fn no_retry(c: &mut Criterion) {
 
     group.bench_function("bare", |b| {
         let mut svc = NoOp;
-        b.iter(|| one_call(&mut svc, &mut cx));
+        b.iter(|| one_call(&mut svc, &mut cx, Req(1)).0);
     });
 
     group.bench_function("watertight", |b| {
@@ -100,7 +82,7 @@ fn no_retry(c: &mut Criterion) {
             .build()
             .expect("valid configuration");
         let mut svc = layer.layer(NoOp);
-        b.iter(|| one_call(&mut svc, &mut cx));
+        b.iter(|| one_call(&mut svc, &mut cx, Req(1)).0);
     });
 
     group.bench_function("tower", |b| {
@@ -109,7 +91,7 @@ fn no_retry(c: &mut Criterion) {
             attempts_left: 3,
         };
         let mut svc = tower::retry::Retry::new(policy, NoOp);
-        b.iter(|| one_call(&mut svc, &mut cx));
+        b.iter(|| one_call(&mut svc, &mut cx, Req(1)).0);
     });
 
     group.bench_function("tower-resilience", |b| {
@@ -126,7 +108,7 @@ fn no_retry(c: &mut Criterion) {
             .budget(budget)
             .build();
         let mut svc = layer.layer(NoOp);
-        b.iter(|| one_call(&mut svc, &mut cx));
+        b.iter(|| one_call(&mut svc, &mut cx, Req(1)).0);
     });
 
     group.finish();

@@ -6,6 +6,9 @@
 //! `cargo bench -p watertight-benches`; `BENCHMARKS.md` lists the results.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
 use std::task::{Context, Poll};
 
 use futures_util::future::{ready, Ready};
@@ -26,6 +29,24 @@ impl<Req> Service<Req> for NoOp {
 
     fn call(&mut self, req: Req) -> Self::Future {
         ready(Ok(req))
+    }
+}
+
+/// One `poll_ready`, one `call` with `req` and one poll of the response
+/// future, which must complete at once: what each per-call benchmark
+/// measures.
+///
+/// # Panics
+///
+/// If the service is not ready or its future does not complete at its first
+/// poll: the benchmark would then measure something else.
+#[inline]
+pub fn one_call<S: Service<Req>, Req>(svc: &mut S, cx: &mut Context<'_>, req: Req) -> S::Response {
+    assert!(matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))));
+    let fut = pin!(svc.call(black_box(req)));
+    match fut.poll(cx) {
+        Poll::Ready(Ok(res)) => res,
+        _ => panic!("a no-op call completes at its first poll"),
     }
 }
 
